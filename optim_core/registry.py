@@ -103,10 +103,15 @@ class OptimizerSpec:
             kwargs[key] = value
         if "beta1" in values or "beta2" in values:
             default_beta1, default_beta2 = _ADAM_BETAS
-            kwargs["betas"] = (values.get("beta1", default_beta1), values.get("beta2", default_beta2))
+            kwargs["betas"] = (
+                values.get("beta1", default_beta1),
+                values.get("beta2", default_beta2),
+            )
         return kwargs
 
-    def build(self, params: Iterable[torch.Tensor], values: Mapping[str, Any]) -> torch.optim.Optimizer:
+    def build(
+        self, params: Iterable[torch.Tensor], values: Mapping[str, Any]
+    ) -> torch.optim.Optimizer:
         """The optimizer for ``params`` configured with sampled ``values``."""
         return self.cls(params, **self.to_kwargs(values))
 
@@ -188,11 +193,17 @@ OPTIMIZERS: Mapping[str, OptimizerSpec] = MappingProxyType(
             _spec(
                 name="adagrad",
                 cls=AdaGrad,
-                description="AdaGrad: per-coordinate steps shrink with the sum of squared gradients.",
+                description="AdaGrad: per-coordinate steps shrink as squared gradients add up.",
                 space={"lr": Float(1e-4, 1.0, log=True), "batch_size": BATCH_SIZES},
                 keys=frozenset(
-                    {"lr", "batch_size", "lr_decay", "weight_decay", "eps",
-                     "initial_accumulator_value"}
+                    {
+                        "lr",
+                        "batch_size",
+                        "lr_decay",
+                        "weight_decay",
+                        "eps",
+                        "initial_accumulator_value",
+                    }
                 ),
             ),
             _spec(

@@ -18,7 +18,8 @@ dimension          JSON                                            sampled as
 
 ``OneMinus`` is how momentum, betas and RMSProp's alpha are searched: the interesting values crowd
 against 1 (0.9, 0.99, 0.999), so the sampler works on ``1 - value`` on a log scale. Its bounds are
-those of the value itself, so a user writes ``{"low": 0.8, "high": 0.99}`` for momentum and means it.
+those of the value itself, so a user writes ``{"low": 0.8, "high": 0.99}`` for momentum
+and means it.
 The Optuna parameter is then called ``one_minus_<key>``.
 """
 

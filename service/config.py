@@ -1,0 +1,83 @@
+"""All settings of the service in one place, read from ``HPT_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration of the API, the workers and the dashboard.
+
+    Every field is read from the environment variable ``HPT_<FIELD>`` (``HPT_DATABASE_URL``,
+    ``HPT_API_KEY`` ...). Command-line flags of ``hpt`` override them.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="HPT_", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///hpt.db",
+        description="SQLAlchemy URL of the database that holds the service's tables and Optuna's "
+        "(sqlite:///path.db or postgresql+psycopg://user:password@host:5432/db).",
+    )
+    api_key: SecretStr | None = Field(
+        None, description="When set, every mutating request needs 'Authorization: Bearer <key>'."
+    )
+    host: str = Field("127.0.0.1", description="Address the API listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port the API listens on.")
+    workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=0,
+        description="Embedded worker processes of 'hpt serve' (0: API only); default one per core.",
+    )
+    dashboard_host: str = Field("127.0.0.1", description="Address optuna-dashboard listens on.")
+    dashboard_port: int = Field(8080, ge=0, le=65535, description="Port of optuna-dashboard.")
+
+    max_trials: int = Field(
+        1000, ge=1, description="Largest n_trials (per optimizer) a study may ask."
+    )
+    max_epochs: int = Field(1000, ge=1, description="Largest number of epochs a study may ask.")
+    trial_time_limit: float = Field(
+        600.0, gt=0, description="Seconds a trial may train before it is stopped and pruned."
+    )
+    max_failed_trials: int = Field(
+        10,
+        ge=1,
+        description="Failed trials (exceptions, dead workers) per optimizer before a study is "
+        "marked failed; a failed trial's slot is otherwise given back and tried again.",
+    )
+
+    heartbeat_interval: int = Field(
+        5, ge=1, description="Seconds between a running trial's heartbeats (Optuna heartbeat)."
+    )
+    grace_period: int = Field(
+        20,
+        ge=2,
+        description="Seconds without a heartbeat after which a trial is failed and its slot "
+        "given back (a worker that died).",
+    )
+    lease_seconds: float = Field(
+        300.0, gt=0, description="Default lease of an ask/tell trial before it is failed."
+    )
+    poll_interval: float = Field(
+        1.0, gt=0, description="Seconds an idle worker waits before looking for work again."
+    )
+    log_level: str = Field("info", description="Log level of the API and the workers.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_backend(cls, url: str) -> str:
+        if not url.startswith(("sqlite:///", "postgresql")):
+            raise ValueError(
+                "HPT_DATABASE_URL must be sqlite:///<file> or postgresql+psycopg://... "
+                f"(got {url.split('://')[0]}://...)"
+            )
+        if url in ("sqlite://", "sqlite:///:memory:"):
+            raise ValueError("an in-memory SQLite database cannot be shared by API and workers")
+        return url
+
+    @property
+    def api_key_value(self) -> str | None:
+        return self.api_key.get_secret_value() if self.api_key else None
