@@ -37,6 +37,7 @@ BATCH_SIZES = Categorical((16, 32, 64, 128, 256))
 _UNIT = Domain("float", 0.0, 1.0, high_open=True)  # momentum, betas: [0, 1)
 _NON_NEGATIVE = Domain("float", 0.0)
 _POSITIVE = Domain("float", 0.0, low_open=True)
+_NESTEROV_MOMENTUM = Domain("float", 0.0, 1.0, low_open=True, high_open=True)  # (0, 1)
 _BOOL = Domain("bool")
 
 DOMAINS: Mapping[str, Domain] = MappingProxyType(
@@ -71,6 +72,8 @@ class OptimizerSpec:
             more the constructor takes, such as ``eps``).
         constructor_defaults: Keywords always passed (``nesterov=True`` for ``nesterov``).
         full_batch: Trains on the whole training set as one batch (``gd``).
+        domain_overrides: Narrower domains than ``DOMAINS`` for this optimizer (``nesterov`` needs
+            ``momentum > 0``).
     """
 
     name: str
@@ -80,10 +83,11 @@ class OptimizerSpec:
     keys: frozenset[str]
     constructor_defaults: Mapping[str, Any] = field(default_factory=dict)
     full_batch: bool = False
+    domain_overrides: Mapping[str, Domain] = field(default_factory=dict)
 
     @property
     def domains(self) -> dict[str, Domain]:
-        return {key: DOMAINS[key] for key in sorted(self.keys)}
+        return {key: self.domain_overrides.get(key, DOMAINS[key]) for key in sorted(self.keys)}
 
     def resolve_space(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Dimension]:
         """The default space with a user's JSON overrides applied and validated.
@@ -117,8 +121,9 @@ class OptimizerSpec:
 
     def python_line(self, values: Mapping[str, Any]) -> str:
         """The line of Python that builds this optimizer with ``values``."""
-        args = ", ".join(f"{key}={value!r}" for key, value in self.to_kwargs(values).items())
-        return f"optim_core.{self.cls.__name__}(model.parameters(), {args})"
+        args = ["model.parameters()"]
+        args += [f"{key}={value!r}" for key, value in self.to_kwargs(values).items()]
+        return f"optim_core.{self.cls.__name__}({', '.join(args)})"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -151,6 +156,7 @@ _ADAM_KEYS = frozenset({"lr", "batch_size", "beta1", "beta2", "eps", "weight_dec
 def _spec(**kwargs: Any) -> OptimizerSpec:
     kwargs["space"] = MappingProxyType(dict(kwargs["space"]))
     kwargs["constructor_defaults"] = MappingProxyType(dict(kwargs.get("constructor_defaults", {})))
+    kwargs["domain_overrides"] = MappingProxyType(dict(kwargs.get("domain_overrides", {})))
     spec = OptimizerSpec(**kwargs)
     validate_space(spec.space, spec.domains)
     return spec
@@ -189,6 +195,7 @@ OPTIMIZERS: Mapping[str, OptimizerSpec] = MappingProxyType(
                 space={"lr": _LR_SGD, "momentum": _MOMENTUM, "batch_size": BATCH_SIZES},
                 keys=_MOMENTUM_KEYS - {"dampening"},
                 constructor_defaults={"nesterov": True},
+                domain_overrides={"momentum": _NESTEROV_MOMENTUM},
             ),
             _spec(
                 name="adagrad",

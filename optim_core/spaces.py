@@ -73,7 +73,7 @@ class Domain:
             return isinstance(value, bool)
         if isinstance(value, bool) or not isinstance(value, int | float):
             return False
-        if self.kind == "int" and not float(value).is_integer():
+        if self.kind == "int" and not isinstance(value, int):
             return False
         if not math.isfinite(value):
             return False
@@ -214,7 +214,8 @@ class OneMinus:
         distance = trial.suggest_float(
             self.optuna_name_prefix + key, 1.0 - self.high, 1.0 - self.low, log=self.log
         )
-        return 1.0 - distance
+        # 1 - (1 - x) is not always x in floating point: keep the value inside [low, high].
+        return min(max(1.0 - distance, self.low), self.high)
 
     def to_json(self) -> dict[str, Any]:
         return {"low": self.low, "high": self.high, "log": self.log, "one_minus": True}
@@ -265,6 +266,8 @@ def dimension_from_json(
     if not isinstance(log, bool):
         raise SpaceError(f"{key}: 'log' must be true or false, got {log!r}")
     one_minus = raw.get("one_minus", isinstance(default, OneMinus))
+    if not isinstance(one_minus, bool):
+        raise SpaceError(f"{key}: 'one_minus' must be true or false, got {one_minus!r}")
     if one_minus:
         return OneMinus(raw["low"], raw["high"], log=log)
     if domain.kind == "int":
