@@ -36,9 +36,11 @@ class Settings(BaseSettings):
     dashboard_port: int = Field(8080, ge=0, le=65535, description="Port of optuna-dashboard.")
 
     max_trials: int = Field(
-        1000, ge=1, description="Largest n_trials (per optimizer) a study may ask."
+        1000, ge=1, le=1_000_000, description="Largest n_trials (per optimizer) a study may ask."
     )
-    max_epochs: int = Field(1000, ge=1, description="Largest number of epochs a study may ask.")
+    max_epochs: int = Field(
+        1000, ge=1, le=1_000_000, description="Largest number of epochs a study may ask."
+    )
     trial_time_limit: float = Field(
         600.0, gt=0, description="Seconds a trial may train before it is stopped and pruned."
     )

@@ -1,0 +1,100 @@
+"""Ask/tell for studies of task ``external``: the client's own code trains the trials."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body
+
+from service.api.deps import EngineDep, RequireApiKey, SettingsDep, StorageDep
+from service.api.errors import error_responses
+from service.ask_tell import AskedTrial, Reported, Told, ask_trial, report_value, tell_outcome
+from service.schemas import (
+    AskOut,
+    AskRequest,
+    ReportOut,
+    ReportRequest,
+    TellOut,
+    TellRequest,
+)
+
+router = APIRouter(
+    prefix="/api/v1/studies/{name}/trials", tags=["ask/tell"], dependencies=[RequireApiKey]
+)
+
+
+@router.post(
+    "/ask",
+    response_model=AskOut,
+    summary="Ask for a trial to train",
+    responses=error_responses(400, 401, 404, 409, 422),
+)
+def ask(
+    name: str,
+    engine: EngineDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+    body: Annotated[AskRequest | None, Body()] = None,
+) -> AskedTrial:
+    """The next trial's hyperparameters and a lease. 409 when the study takes no more trials
+    or every slot is held by a running trial (retry when one ends). A lease that runs out
+    without a tell fails the trial; its hyperparameters go to the next ask."""
+    lease_seconds = body.lease_seconds if body and body.lease_seconds else settings.lease_seconds
+    return ask_trial(engine=engine, storage=storage, name=name, lease_seconds=lease_seconds)
+
+
+@router.post(
+    "/{optimizer}/{number}/report",
+    response_model=ReportOut,
+    summary="Report an intermediate value",
+    responses=error_responses(400, 401, 404, 409, 422),
+)
+def report(
+    name: str,
+    optimizer: str,
+    number: int,
+    body: ReportRequest,
+    engine: EngineDep,
+    storage: StorageDep,
+) -> Reported:
+    """Record the value at a step; the answer says whether to prune. Renews the lease."""
+    return report_value(
+        engine=engine,
+        storage=storage,
+        name=name,
+        optimizer=optimizer,
+        number=number,
+        step=body.step,
+        value=body.value,
+        lease=body.lease,
+    )
+
+
+@router.post(
+    "/{optimizer}/{number}/tell",
+    response_model=TellOut,
+    summary="Tell how a trial ended",
+    responses=error_responses(400, 401, 404, 409, 422),
+)
+def tell(
+    name: str,
+    optimizer: str,
+    number: int,
+    body: TellRequest,
+    engine: EngineDep,
+    storage: StorageDep,
+    settings: SettingsDep,
+) -> Told:
+    """``{"value": v}`` for a complete trial, ``{"state": "pruned"}`` or ``{"state": "failed"}``.
+    A failed trial's slot goes back, so the study still gets its ``n_trials``."""
+    return tell_outcome(
+        engine=engine,
+        storage=storage,
+        name=name,
+        optimizer=optimizer,
+        number=number,
+        value=body.value,
+        state=body.outcome,
+        lease=body.lease,
+        max_failed_trials=settings.max_failed_trials,
+    )

@@ -1,0 +1,325 @@
+"""Request and response models of the REST API (the HTTP boundary only).
+
+``...Create`` / ``...Request`` models are what a client sends (unknown fields are refused);
+``...Out`` models are what it gets back. Inside the service the same data travels as dataclasses.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Direction = Literal["maximize", "minimize"]
+StudyStatusName = Literal["queued", "running", "completed", "stopped", "failed"]
+TrialStateName = Literal["running", "complete", "pruned", "failed", "waiting"]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+# Integer columns are 32-bit on PostgreSQL.
+INT32_MAX = 2**31 - 1
+MAX_LEASE_SECONDS = 7 * 24 * 3600.0
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StudyCreate(_Request):
+    """A study request: which optimizers to tune on which task, and how."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "digits-compare",
+                    "task": "digits_mlp",
+                    "optimizers": ["sgd", "momentum", "adam"],
+                    "n_trials": 40,
+                    "epochs": 20,
+                    "sampler": "tpe",
+                    "pruner": "hyperband",
+                    "seed": 0,
+                    "metric": "val_accuracy",
+                    "search_space": {
+                        "adam": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "batch_size": 64}
+                    },
+                }
+            ]
+        },
+    )
+
+    name: str = Field(
+        description="Unique name: 1-64 letters, digits, '_' or '-'; the first a letter or digit."
+    )
+    task: str = Field(description="A task of GET /api/v1/tasks, or 'external' for ask/tell.")
+    optimizers: list[str] = Field(
+        min_length=1, description="Optimizers of GET /api/v1/optimizers, each listed once."
+    )
+    # Upper limits are the server's (HPT_MAX_TRIALS, HPT_MAX_EPOCHS), checked with the rest.
+    n_trials: int = Field(ge=1, description="Finished trials per optimizer, exactly.")
+    epochs: int | None = Field(None, ge=1, description="Epochs per trial; default: the task's.")
+    sampler: str = Field("tpe", description="tpe, random, cmaes, qmc, gp or grid.")
+    pruner: str = Field("median", description="none, median, sha or hyperband.")
+    seed: int | None = Field(None, ge=0, le=INT32_MAX, description="Makes the samplers repeatable.")
+    metric: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="The metric optimised; default: the task's. Required for 'external'.",
+    )
+    direction: Direction | None = Field(
+        None, description="Only for task 'external' (required there): minimize or maximize."
+    )
+    search_space: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per optimizer, overrides of its default space: {key: {low, high, log}}, "
+        "{key: {choices: [...]}} or {key: fixed value}.",
+    )
+
+
+class AskRequest(_Request):
+    """Options of an ask (all optional)."""
+
+    lease_seconds: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_LEASE_SECONDS,
+        description="Seconds until the trial fails unless told (each report renews it); "
+        "default: the server's HPT_LEASE_SECONDS.",
+    )
+
+
+class ReportRequest(_Request):
+    """An intermediate value of a running trial."""
+
+    step: int = Field(ge=0, le=INT32_MAX, description="The step (epoch) the value belongs to.")
+    value: FiniteFloat = Field(description="The metric at that step.")
+    lease: str | None = Field(
+        None, max_length=64, description="The lease of the ask; checked when given."
+    )
+
+
+class TellRequest(_Request):
+    """How a trial ended: ``{"value": v}``, or ``{"state": "pruned"}`` or ``"failed"``."""
+
+    value: FiniteFloat | None = Field(None, description="The final metric of a complete trial.")
+    state: Literal["complete", "pruned", "failed"] | None = Field(
+        None, description="'pruned' or 'failed' without a value; 'complete' (the default) with one."
+    )
+    lease: str | None = Field(
+        None, max_length=64, description="The lease of the ask; checked when given."
+    )
+
+    @model_validator(mode="after")
+    def _value_or_state(self) -> TellRequest:
+        if self.outcome == "complete" and self.value is None:
+            raise ValueError(
+                "send 'value' (the trial's final metric), or 'state': 'pruned' or 'failed'"
+            )
+        if self.outcome != "complete" and self.value is not None:
+            raise ValueError(f"a {self.outcome} trial has no 'value'; leave it out")
+        return self
+
+    @property
+    def outcome(self) -> str:
+        return self.state or "complete"
+
+
+class ErrorOut(BaseModel):
+    """Every error but a validation error."""
+
+    detail: str = Field(description="What went wrong and what to do about it.")
+
+
+class FieldProblemOut(BaseModel):
+    loc: list[str | int] = Field(description="Where: ['body', 'search_space', 'adam'] ...")
+    msg: str = Field(description="What is wrong there and how to fix it.")
+    type: str
+
+
+class ValidationErrorOut(BaseModel):
+    """A request that cannot be carried out as sent (422)."""
+
+    detail: list[FieldProblemOut]
+    message: str = Field(description="All problems in one line.")
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "unavailable"]
+    database: Literal["ok", "unreachable"]
+    detail: str | None = None
+
+
+class OptimizerOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str
+    class_name: str = Field(alias="class", description="The optim_core class.")
+    description: str
+    full_batch: bool = Field(description="Trains on the whole training set per step.")
+    default_space: dict[str, Any]
+    tunable: list[str] = Field(description="Keys a study's search_space may set.")
+
+
+class TaskOut(BaseModel):
+    name: str
+    description: str
+    metrics: dict[str, Direction] = Field(description="Selectable metrics and their direction.")
+    default_metric: str | None
+    direction: Direction | None = Field(description="Direction of the default metric.")
+    default_epochs: int | None
+    external: bool = Field(description="Trials run by the client through ask/tell.")
+
+
+class BestTrialOut(BaseModel):
+    study: str
+    optimizer: str
+    number: int = Field(description="Trial number within the optimizer's Optuna study.")
+    value: float = Field(description="The study metric (validation) it reached.")
+    params: dict[str, Any] = Field(description="Hyperparameters, as the optimizer takes them.")
+    test_value: float | None = Field(description="The matching test metric, measured once.")
+    test_metrics: dict[str, Any]
+    python: str | None = Field(description="The line of Python that builds this optimizer.")
+    completed_at: datetime | None
+
+
+class OptimizerProgressOut(BaseModel):
+    optimizer: str
+    optuna_study_name: str
+    n_trials: int
+    finished: int = Field(description="complete + pruned; reaches n_trials exactly.")
+    complete: int
+    pruned: int
+    running: int
+    failed: int = Field(description="Failed trials; their slots were run again.")
+    waiting: int
+    search_space: dict[str, Any]
+    best: BestTrialOut | None
+
+
+class ProgressOut(BaseModel):
+    finished: int
+    total: int
+    fraction: float
+
+
+class EtaOut(BaseModel):
+    seconds: float | None = Field(description="Seconds until done; null when unknown.")
+    reason: str | None = Field(description="Why seconds is null.")
+    mean_trial_seconds: float | None
+    slots_left: int
+    live_workers: int
+
+
+class StudyOut(BaseModel):
+    name: str
+    task: str
+    metric: str
+    direction: Direction
+    epochs: int | None
+    n_trials: int = Field(description="Per optimizer.")
+    sampler: str
+    pruner: str
+    seed: int | None
+    status: StudyStatusName
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    optimizers: list[OptimizerProgressOut]
+    progress: ProgressOut
+    best: BestTrialOut | None = Field(description="The best trial so far over all optimizers.")
+    eta: EtaOut
+
+
+class StudySummaryOut(BaseModel):
+    name: str
+    task: str
+    metric: str
+    direction: Direction
+    status: StudyStatusName
+    optimizers: list[str]
+    n_trials: int
+    finished: int
+    total: int
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+class StudyPageOut(BaseModel):
+    items: list[StudySummaryOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class TrialOut(BaseModel):
+    optimizer: str
+    number: int
+    state: TrialStateName
+    value: float | None
+    params: dict[str, Any]
+    test_value: float | None
+    test_metrics: dict[str, Any] | None
+    epochs_run: int | None
+    pruned_reason: str | None
+    error: str | None
+    worker: str | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    duration_seconds: float | None
+    intermediate_values: dict[int, float] = Field(description="Reported value per step.")
+    curves: dict[str, Any] | None = Field(description="Per-epoch curves of a trained trial.")
+
+
+class TrialPageOut(BaseModel):
+    items: list[TrialOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class BestOut(BaseModel):
+    task: str
+    metric: str | None
+    direction: Direction | None
+    studies: list[str] = Field(description="The studies compared.")
+    optimizers: list[BestTrialOut] = Field(
+        description="Best config per optimizer, best first; optimizers without a complete "
+        "trial are left out."
+    )
+    winner: BestTrialOut | None
+    status: StudyStatusName | None = Field(None, description="The study's (for one study).")
+
+
+class StudyDeletedOut(BaseModel):
+    name: str
+    optuna_studies: list[str] = Field(description="The Optuna studies removed with it.")
+
+
+class AskOut(BaseModel):
+    study: str
+    optimizer: str
+    number: int = Field(description="With optimizer, names the trial in report and tell.")
+    params: dict[str, Any] = Field(description="The hyperparameters to train with.")
+    python: str = Field(description="The line of Python that builds this optimizer.")
+    lease: str = Field(description="Send it back with report and tell.")
+    lease_expires_at: datetime
+
+
+class ReportOut(BaseModel):
+    should_prune: bool = Field(description="Stop training and tell {'state': 'pruned'}.")
+    lease_expires_at: datetime | None
+
+
+class TellOut(BaseModel):
+    study: str
+    optimizer: str
+    number: int
+    state: Literal["complete", "pruned", "failed"]
+    value: float | None
+    study_status: str

@@ -1,0 +1,247 @@
+"""Ask/tell in-process: trials of an ``external`` study trained by the client, leases that run
+out, and the conflicts a client can run into."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import optuna
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.config import Settings
+from tests.helpers import wait_until
+
+STUDY = "/api/v1/studies/ext"
+
+
+def make_client(database_url: str) -> TestClient:
+    return TestClient(create_app(Settings(database_url=database_url, api_key=None)))
+
+
+@pytest.fixture
+def client(sqlite_url: str) -> Iterator[TestClient]:
+    with make_client(sqlite_url) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def busy_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """One app with an external study of many trials, for cases that each run one trial."""
+    path = tmp_path_factory.mktemp("asktell") / "hpt.db"
+    with make_client(f"sqlite:///{path}") as client:
+        create_external(client, n_trials=100)
+        yield client
+
+
+def create_external(client: TestClient, **changes: Any) -> dict[str, Any]:
+    body = {
+        "name": "ext",
+        "task": "external",
+        "metric": "loss",
+        "direction": "minimize",
+        "optimizers": ["adam"],
+        "n_trials": 2,
+        "seed": 7,
+        "pruner": "none",
+    }
+    body.update(changes)
+    response = client.post("/api/v1/studies", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def ask(client: TestClient, **body: Any) -> dict[str, Any]:
+    response = client.post(f"{STUDY}/trials/ask", json=body or None)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def trial_url(trial: dict[str, Any], action: str) -> str:
+    return f"{STUDY}/trials/{trial['optimizer']}/{trial['number']}/{action}"
+
+
+def test_ask_report_tell_runs_a_trial_and_completes_the_study(client: TestClient) -> None:
+    create_external(client, n_trials=1)
+    trial = ask(client)
+    assert (trial["study"], trial["optimizer"], trial["number"]) == ("ext", "adam", 0)
+    assert set(trial["params"]) == {"lr", "beta1", "beta2", "batch_size"}
+    assert trial["python"].startswith("optim_core.Adam(model.parameters(), lr=")
+    assert trial["lease"] and trial["lease_expires_at"].endswith("Z")
+    assert client.get(STUDY).json()["status"] == "running"
+
+    report = client.post(trial_url(trial, "report"), json={"step": 1, "value": 0.5})
+    assert report.status_code == 200
+    assert report.json()["should_prune"] is False
+    assert report.json()["lease_expires_at"] >= trial["lease_expires_at"]
+
+    told = client.post(trial_url(trial, "tell"), json={"value": 0.25, "lease": trial["lease"]})
+    assert told.status_code == 200, told.text
+    assert told.json() == {
+        "study": "ext",
+        "optimizer": "adam",
+        "number": 0,
+        "state": "complete",
+        "value": 0.25,
+        "study_status": "completed",
+    }
+    study = client.get(STUDY).json()
+    assert study["optimizers"][0]["complete"] == 1
+    assert study["best"]["params"] == trial["params"]
+    assert study["best"]["python"] == trial["python"]
+    listed = client.get(f"{STUDY}/trials").json()["items"][0]
+    assert listed["intermediate_values"] == {"1": 0.5}
+    assert listed["worker"] == "ask/tell"
+
+
+def test_a_finished_study_takes_no_more_trials(client: TestClient) -> None:
+    create_external(client, n_trials=1)
+    trial = ask(client)
+    client.post(trial_url(trial, "tell"), json={"state": "pruned"})
+    response = client.post(f"{STUDY}/trials/ask")
+    assert response.status_code == 409
+    assert response.json()["detail"] == "study 'ext' is completed; it takes no new trials"
+    stop = client.post(f"{STUDY}/stop")
+    assert stop.status_code == 409
+    assert "already completed; there is nothing to stop" in stop.json()["detail"]
+
+
+def test_every_slot_taken_answers_409_until_a_trial_ends(client: TestClient) -> None:
+    create_external(client, n_trials=2)
+    first, second = ask(client), ask(client)
+    assert first["number"] != second["number"]
+    response = client.post(f"{STUDY}/trials/ask")
+    assert response.status_code == 409
+    assert "retry when a running trial ends" in response.json()["detail"]
+
+    # A failed trial gives its slot back; the study still gets its two finished trials.
+    failed = client.post(trial_url(first, "tell"), json={"state": "failed"})
+    assert failed.json()["state"] == "failed"
+    third = ask(client)
+    client.post(trial_url(second, "tell"), json={"value": 1.0})
+    client.post(trial_url(third, "tell"), json={"value": 2.0})
+    study = client.get(STUDY).json()
+    assert study["status"] == "completed"
+    counts = study["optimizers"][0]
+    assert (counts["finished"], counts["complete"], counts["failed"]) == (2, 2, 1)
+
+
+def test_a_lease_that_runs_out_fails_the_trial_and_offers_its_params_again(
+    client: TestClient,
+) -> None:
+    create_external(client, n_trials=1)
+    expiring = ask(client, lease_seconds=0.3)
+
+    def ask_again() -> dict[str, Any] | None:
+        response = client.post(f"{STUDY}/trials/ask")
+        return response.json() if response.status_code == 200 else None
+
+    offered = wait_until(ask_again, timeout=15, interval=0.1, message="the lease to run out")
+    assert offered["number"] != expiring["number"]
+    assert offered["params"] == expiring["params"]
+    assert offered["python"] == expiring["python"]
+
+    late = client.post(trial_url(expiring, "report"), json={"step": 1, "value": 0.1})
+    assert late.status_code == 409
+    assert "its lease ran out" in late.json()["detail"]
+    late_tell = client.post(trial_url(expiring, "tell"), json={"value": 0.1})
+    assert late_tell.status_code == 409
+    states = [t["state"] for t in client.get(f"{STUDY}/trials").json()["items"]]
+    assert states == ["failed", "running"]
+
+
+def test_an_enqueued_trial_samples_the_same_values() -> None:
+    # What the re-offer relies on: sampling an enqueued trial gives back its params exactly.
+    from optim_core.registry import OPTIMIZERS
+    from optim_core.spaces import sample_space
+
+    space = OPTIMIZERS["adam"].resolve_space({"eps": {"low": 1e-9, "high": 1e-6}, "lr": 0.01})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    first = study.ask()
+    values = sample_space(first, space)
+    study.tell(first, state=optuna.trial.TrialState.FAIL)
+    study.enqueue_trial(study.trials[0].params)
+    assert sample_space(study.ask(), space) == values
+
+
+def test_report_says_when_to_prune(client: TestClient) -> None:
+    create_external(client, n_trials=3, pruner="sha")
+    good = ask(client)
+    client.post(trial_url(good, "report"), json={"step": 1, "value": 0.1})
+    client.post(trial_url(good, "tell"), json={"value": 0.1})
+    bad = ask(client)
+    response = client.post(trial_url(bad, "report"), json={"step": 1, "value": 50.0})
+    assert response.json()["should_prune"] is True
+    assert client.post(trial_url(bad, "tell"), json={"state": "pruned"}).status_code == 200
+
+
+def test_ask_tell_is_only_for_external_studies(client: TestClient) -> None:
+    body = {"name": "ext", "task": "rosenbrock", "optimizers": ["gd"], "n_trials": 1}
+    client.post("/api/v1/studies", json=body)
+    response = client.post(f"{STUDY}/trials/ask")
+    assert response.status_code == 409
+    assert "workers run its trials" in response.json()["detail"]
+    tell = client.post(f"{STUDY}/trials/gd/0/tell", json={"value": 1.0})
+    assert tell.status_code == 409
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "fragment"),
+    [
+        ("adam/{number}/report", {"step": 1, "value": 1.0, "lease": "x"}, 409, "lease does not"),
+        ("adam/{number}/tell", {"value": 1.0, "lease": "x"}, 409, "lease does not match"),
+        ("adam/99/report", {"step": 1, "value": 1.0}, 404, "trial adam/99 of study 'ext'"),
+        ("sgd/0/tell", {"value": 1.0}, 404, "has no optimizer 'sgd'; its optimizers are"),
+        ("adam/{number}/tell", {}, 422, "send 'value'"),
+        ("adam/{number}/tell", {"state": "pruned", "value": 1.0}, 422, "has no 'value'"),
+        ("adam/{number}/tell", {"state": "lost"}, 422, "'complete', 'pruned' or 'failed'"),
+        ("adam/{number}/report", {"value": 1.0}, 422, "Field required"),
+        ("adam/{number}/report", {"step": -1, "value": 1.0}, 422, "greater than or equal"),
+        ("adam/{number}/report", {"step": 1, "value": 1.0, "x": 1}, 422, "unknown field 'x'"),
+        ("adam/zero/report", {"step": 1, "value": 1.0}, 422, "valid integer"),
+    ],
+)
+def test_report_and_tell_refuse_what_does_not_fit(
+    busy_client: TestClient, path: str, body: dict[str, Any], status: int, fragment: str
+) -> None:
+    client = busy_client
+    trial = ask(client)
+    response = client.post(f"{STUDY}/trials/" + path.format(number=trial["number"]), json=body)
+    assert response.status_code == status, response.text
+    assert fragment in response.text
+    # The trial is still running and can be told.
+    assert client.post(trial_url(trial, "tell"), json={"value": 1.0}).status_code == 200
+
+
+def test_non_finite_values_are_refused(busy_client: TestClient) -> None:
+    client = busy_client
+    trial = ask(client)
+    response = client.post(
+        trial_url(trial, "report"),
+        content=b'{"step": 1, "value": NaN}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert "finite number" in response.json()["message"]
+    assert client.post(trial_url(trial, "tell"), json={"value": 1.0}).status_code == 200
+
+
+def test_a_told_trial_cannot_be_told_again(busy_client: TestClient) -> None:
+    client = busy_client
+    trial = ask(client)
+    assert client.post(trial_url(trial, "tell"), json={"value": 1.0}).status_code == 200
+    again = client.post(trial_url(trial, "tell"), json={"value": 2.0})
+    assert again.status_code == 409
+    assert "has already been told" in again.json()["detail"]
+    report = client.post(trial_url(trial, "report"), json={"step": 2, "value": 2.0})
+    assert report.status_code == 409
+
+
+def test_bad_ask_options_answer_422(busy_client: TestClient) -> None:
+    client = busy_client
+    for body, fragment in [({"lease_seconds": 0}, "greater than 0"), ({"lease": 1}, "unknown")]:
+        response = client.post(f"{STUDY}/trials/ask", json=body)
+        assert response.status_code == 422
+        assert fragment in response.json()["message"]

@@ -1,0 +1,550 @@
+"""The studies API in-process (TestClient on a SQLite file): what a client sees for good and bad
+requests. The end-to-end tests with real servers and workers live beside this file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.config import Settings
+from service.db import StudyOptimizerRow, StudyRow, TrialSlotRow
+from service.queries import estimate_eta
+
+MAX_TRIALS, MAX_EPOCHS = 50, 100
+ADAM_VALUES = {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "batch_size": 64}
+SGD_VALUES = {"lr": 0.1, "batch_size": 32}
+
+
+def make_client(database_url: str) -> TestClient:
+    settings = Settings(
+        database_url=database_url, api_key=None, max_trials=MAX_TRIALS, max_epochs=MAX_EPOCHS
+    )
+    return TestClient(create_app(settings))
+
+
+@pytest.fixture
+def client(sqlite_url: str) -> Iterator[TestClient]:
+    with make_client(sqlite_url) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def shared_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """One app for the bad-input matrix: no case may write anything, so they can share it."""
+    path: Path = tmp_path_factory.mktemp("api") / "hpt.db"
+    with make_client(f"sqlite:///{path}") as client:
+        yield client
+
+
+def study_body(**changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": "digits-compare",
+        "task": "digits_mlp",
+        "optimizers": ["sgd", "adam"],
+        "n_trials": 4,
+        "epochs": 3,
+        "seed": 0,
+        "search_space": {"adam": {"lr": {"low": 1e-4, "high": 1e-2}, "batch_size": 64}},
+    }
+    body.update(changes)
+    return {key: value for key, value in body.items() if value is not None}
+
+
+def stored(client: TestClient) -> tuple[list[str], list[str]]:
+    """Names of our study rows and of the Optuna studies in the storage."""
+    with client.app.state.engine.connect() as conn:
+        rows = list(conn.scalars(sa.select(StudyRow.name)))
+        assert conn.scalar(sa.select(sa.func.count()).select_from(StudyOptimizerRow)) >= len(rows)
+    return rows, optuna.get_all_study_names(client.app.state.storage)
+
+
+def record_trial(
+    client: TestClient,
+    optuna_study_name: str,
+    value: float,
+    values: dict[str, Any],
+    *,
+    state: optuna.trial.TrialState = optuna.trial.TrialState.COMPLETE,
+) -> None:
+    """A trial as a worker records it: user-facing values and test metrics as user attrs."""
+    study = optuna.load_study(study_name=optuna_study_name, storage=client.app.state.storage)
+    trial = study.ask()
+    trial.set_user_attr("hyperparameters", values)
+    trial.set_user_attr("test_value", value - 0.01)
+    trial.set_user_attr("test_metrics", {"test_accuracy": value - 0.01})
+    trial.set_user_attr("curves", {"val_accuracy": [value / 2, value]})
+    trial.report(value, 1)
+    if state == optuna.trial.TrialState.COMPLETE:
+        study.tell(trial, value)
+    else:
+        study.tell(trial, state=state)
+
+
+# --------------------------------------------------------------------------- bad input
+
+BAD_BODIES = {
+    "unknown task": (study_body(task="mnist"), "unknown task 'mnist'; choose one of ['"),
+    "unknown task lists external": (study_body(task="mnist"), "'external']"),
+    "unknown optimizer": (
+        study_body(optimizers=["sgd", "adamax"]),
+        "unknown optimizer 'adamax'; choose from ['adagrad'",
+    ),
+    "duplicate optimizer": (study_body(optimizers=["sgd", "sgd"]), "'sgd' is listed twice"),
+    "no optimizer": (study_body(optimizers=[]), "at least 1 item"),
+    "space with low above high": (
+        study_body(search_space={"adam": {"lr": {"low": 1.0, "high": 0.1}}}),
+        "lr: 'low' (1) must be smaller than 'high' (0.1)",
+    ),
+    "space with a key the optimizer lacks": (
+        study_body(search_space={"sgd": {"beta1": 0.9}}),
+        "beta1: not a hyperparameter of this optimizer; valid keys:",
+    ),
+    "space value out of its domain": (
+        study_body(search_space={"adam": {"beta1": 1.5}}),
+        "beta1: 1.5 is not accepted",
+    ),
+    "space of an optimizer not in the study": (
+        study_body(search_space={"rmsprop": {"lr": 0.01}}),
+        "'rmsprop' is not one of this study's optimizers",
+    ),
+    "space of an optimizer is not an object": (
+        study_body(search_space={"adam": 3}),
+        "Input should be a valid dictionary",
+    ),
+    "n_trials above the limit": (
+        study_body(n_trials=MAX_TRIALS + 1),
+        f"above this server's limit of {MAX_TRIALS}; ask for at most {MAX_TRIALS} "
+        "(the limit is set by HPT_MAX_TRIALS)",
+    ),
+    "epochs above the limit": (study_body(epochs=MAX_EPOCHS + 1), "HPT_MAX_EPOCHS"),
+    "n_trials far above the limit": (study_body(n_trials=10**30), "HPT_MAX_TRIALS"),
+    "n_trials zero": (study_body(n_trials=0), "greater than or equal to 1"),
+    "n_trials not a number": (study_body(n_trials="many"), "valid integer"),
+    "negative seed": (study_body(seed=-1), "greater than or equal to 0"),
+    "name with a space": (study_body(name="my study"), "'my study' is not a valid study name"),
+    "name with a slash": (study_body(name="a/b"), "letters, digits, '_' or '-'"),
+    "name too long": (study_body(name="x" * 65), "1 to 64 letters"),
+    "name starting with a dash": (study_body(name="-x"), "starting with a letter or a digit"),
+    "metric the task lacks": (
+        study_body(metric="val_f1"),
+        "task 'digits_mlp' has no metric 'val_f1'; choose one of ['val_accuracy'",
+    ),
+    "direction against the task's": (study_body(direction="minimize"), "always to maximize"),
+    "unknown direction": (study_body(direction="up"), "'maximize' or 'minimize'"),
+    "unknown sampler": (study_body(sampler="bayes"), "unknown sampler 'bayes'; choose one of"),
+    "unknown pruner": (study_body(pruner="early"), "unknown pruner 'early'; choose one of"),
+    "unknown field": (study_body(colour="red"), "unknown field 'colour'"),
+    "missing task": ({"name": "x", "optimizers": ["sgd"], "n_trials": 1}, "Field required"),
+    "external without direction": (
+        study_body(task="external", metric="loss", search_space={}),
+        "must say whether its metric is to 'minimize' or 'maximize'",
+    ),
+    "external without metric": (
+        study_body(task="external", direction="minimize", search_space={}),
+        "must name its metric",
+    ),
+    "body is a list": ([study_body()], "the request body must be a JSON object"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_BODIES)
+def test_a_bad_request_answers_422_saying_what_to_fix_and_writes_nothing(
+    shared_client: TestClient, case: str
+) -> None:
+    body, fragment = BAD_BODIES[case]
+    response = shared_client.post("/api/v1/studies", json=body)
+    assert response.status_code == 422, response.text
+    payload = response.json()
+    assert fragment in payload["message"]
+    assert all({"loc", "msg", "type"} <= set(item) for item in payload["detail"])
+    assert stored(shared_client) == ([], [])
+
+
+def test_every_problem_of_a_request_is_listed_at_once(shared_client: TestClient) -> None:
+    body = study_body(task="mnist", optimizers=["sgd", "nope"], sampler="bayes")
+    response = shared_client.post("/api/v1/studies", json=body)
+    assert response.status_code == 422
+    locs = [item["loc"] for item in response.json()["detail"]]
+    assert ["body", "task"] in locs
+    assert ["body", "optimizers", 1] in locs
+    assert ["body", "sampler"] in locs
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status", "fragment"),
+    [
+        (b'{"name": "x",', "application/json", 400, "request body is not valid JSON: "),
+        (b"{'name': 'x'}", "application/json", 400, "request body is not valid JSON: "),
+        (b"", "application/json", 422, "a JSON body is required"),
+        (b"name=x", "text/plain", 422, "Content-Type: application/json"),
+    ],
+)
+def test_a_body_that_is_not_a_json_object_is_refused_with_the_reason(
+    shared_client: TestClient, content: bytes, content_type: str, status: int, fragment: str
+) -> None:
+    response = shared_client.post(
+        "/api/v1/studies", content=content, headers={"Content-Type": content_type}
+    )
+    assert response.status_code == status, response.text
+    assert fragment in str(response.json())
+    assert stored(shared_client) == ([], [])
+
+
+def test_a_duplicate_name_answers_409_and_leaves_the_first_study_alone(client: TestClient) -> None:
+    assert client.post("/api/v1/studies", json=study_body()).status_code == 201
+    before = stored(client)
+    again = study_body(optimizers=["rmsprop"], search_space={})
+    response = client.post("/api/v1/studies", json=again)
+    assert response.status_code == 409
+    assert "a study named 'digits-compare' already exists" in response.json()["detail"]
+    assert stored(client) == before
+
+
+def test_concurrent_creates_of_one_name_make_one_study(client: TestClient) -> None:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(
+            pool.map(lambda _: client.post("/api/v1/studies", json=study_body()), range(4))
+        )
+    assert sorted(response.status_code for response in answers) == [201, 409, 409, 409]
+    assert stored(client) == (["digits-compare"], ["digits-compare/sgd", "digits-compare/adam"])
+
+
+def test_a_name_whose_optuna_study_exists_answers_409_and_writes_nothing(
+    client: TestClient,
+) -> None:
+    # An Optuna study left in the database by someone else holds the second optimizer's name.
+    storage = client.app.state.storage
+    optuna.create_study(storage=storage, study_name="digits-compare/adam")
+    response = client.post("/api/v1/studies", json=study_body())
+    assert response.status_code == 409
+    assert "digits-compare/adam" in response.json()["detail"]
+    assert stored(client) == ([], ["digits-compare/adam"])  # sgd's was created, then removed
+
+
+# --------------------------------------------------------------------------- create, show, list
+
+
+def test_create_answers_201_with_the_study_and_its_location(client: TestClient) -> None:
+    response = client.post("/api/v1/studies", json=study_body())
+    assert response.status_code == 201, response.text
+    assert response.headers["Location"] == "/api/v1/studies/digits-compare"
+    study = response.json()
+    assert study["status"] == "queued"
+    assert (study["metric"], study["direction"], study["epochs"]) == ("val_accuracy", "maximize", 3)
+    assert (study["sampler"], study["pruner"], study["seed"]) == ("tpe", "median", 0)
+    assert [o["optimizer"] for o in study["optimizers"]] == ["sgd", "adam"]
+    adam = study["optimizers"][1]
+    assert adam["optuna_study_name"] == "digits-compare/adam"
+    assert adam["search_space"]["lr"] == {"low": 1e-4, "high": 1e-2, "log": True}
+    assert adam["search_space"]["batch_size"] == 64
+    assert adam["search_space"]["beta1"]["one_minus"] is True
+    assert {adam[key] for key in ("finished", "complete", "pruned", "running", "failed")} == {0}
+    assert study["progress"] == {"finished": 0, "total": 8, "fraction": 0.0}
+    assert study["best"] is None
+    assert study["eta"]["seconds"] is None
+    assert study["eta"]["reason"] == "no trial has finished yet"
+    assert study["created_at"].endswith("Z")
+    assert client.get("/api/v1/studies/digits-compare").json() == study
+
+
+def test_create_stores_one_optuna_study_per_optimizer_with_what_the_dashboard_shows(
+    client: TestClient,
+) -> None:
+    client.post("/api/v1/studies", json=study_body())
+    storage = client.app.state.storage
+    assert sorted(optuna.get_all_study_names(storage)) == [
+        "digits-compare/adam",
+        "digits-compare/sgd",
+    ]
+    study = optuna.load_study(study_name="digits-compare/adam", storage=storage)
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    attrs = study.user_attrs
+    assert (attrs["hpt_study"], attrs["optimizer"], attrs["task"]) == (
+        "digits-compare",
+        "adam",
+        "digits_mlp",
+    )
+    assert attrs["metric"] == "val_accuracy"
+    assert attrs["search_space"]["batch_size"] == 64
+
+
+def test_defaults_come_from_the_task(client: TestClient) -> None:
+    body = {"name": "rosen", "task": "rosenbrock", "optimizers": ["gd"], "n_trials": 2}
+    study = client.post("/api/v1/studies", json=body).json()
+    assert (study["metric"], study["direction"]) == ("loss", "minimize")
+    assert study["epochs"] >= 1
+    assert (study["sampler"], study["pruner"], study["seed"]) == ("tpe", "median", None)
+
+
+def test_an_external_study_takes_its_metric_and_direction_from_the_request(
+    client: TestClient,
+) -> None:
+    body = study_body(task="external", metric="bleu", direction="maximize", epochs=None)
+    study = client.post("/api/v1/studies", json=body).json()
+    assert (study["task"], study["metric"], study["direction"]) == ("external", "bleu", "maximize")
+    assert study["eta"]["reason"].startswith("an external study")
+
+
+def test_unknown_study_answers_404_pointing_at_the_list(client: TestClient) -> None:
+    for method, path in [
+        ("GET", "/api/v1/studies/nope"),
+        ("GET", "/api/v1/studies/nope/best"),
+        ("GET", "/api/v1/studies/nope/trials"),
+        ("POST", "/api/v1/studies/nope/stop"),
+        ("DELETE", "/api/v1/studies/nope"),
+    ]:
+        response = client.request(method, path)
+        assert response.status_code == 404, (method, path)
+        assert response.json() == {
+            "detail": "study 'nope' not found; GET /api/v1/studies lists them"
+        }
+
+
+def test_list_is_paginated_newest_first_and_filters_by_status_and_task(
+    client: TestClient,
+) -> None:
+    for name, task in [("a", "digits_mlp"), ("b", "rosenbrock"), ("c", "digits_mlp")]:
+        body = study_body(name=name, task=task, search_space={}, epochs=None)
+        assert client.post("/api/v1/studies", json=body).status_code == 201
+    client.post("/api/v1/studies/b/stop")
+
+    page = client.get("/api/v1/studies", params={"limit": 2}).json()
+    assert (page["total"], page["limit"], page["offset"]) == (3, 2, 0)
+    assert [item["name"] for item in page["items"]] == ["c", "b"]
+    rest = client.get("/api/v1/studies", params={"limit": 2, "offset": 2}).json()
+    assert [item["name"] for item in rest["items"]] == ["a"]
+    summary = rest["items"][0]
+    assert summary["optimizers"] == ["sgd", "adam"]
+    assert (summary["n_trials"], summary["finished"], summary["total"]) == (4, 0, 8)
+
+    stopped = client.get("/api/v1/studies", params={"status": "stopped"}).json()
+    assert [item["name"] for item in stopped["items"]] == ["b"]
+    digits = client.get("/api/v1/studies", params={"task": "digits_mlp"}).json()
+    assert [item["name"] for item in digits["items"]] == ["c", "a"]
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        ({"status": "done"}, "'queued', 'running', 'completed', 'stopped' or 'failed'"),
+        ({"limit": 0}, "greater than or equal to 1"),
+        ({"limit": 10_000}, "less than or equal to 500"),
+        ({"offset": -1}, "greater than or equal to 0"),
+    ],
+)
+def test_bad_list_parameters_answer_422(
+    shared_client: TestClient, params: dict[str, Any], fragment: str
+) -> None:
+    response = shared_client.get("/api/v1/studies", params=params)
+    assert response.status_code == 422
+    assert fragment in response.json()["message"]
+
+
+# --------------------------------------------------------------------------- stop, delete
+
+
+def test_stop_lets_no_new_trial_start_and_is_idempotent(client: TestClient) -> None:
+    client.post("/api/v1/studies", json=study_body())
+    response = client.post("/api/v1/studies/digits-compare/stop")
+    assert response.status_code == 200
+    study = response.json()
+    assert study["status"] == "stopped"
+    assert study["finished_at"] is not None
+    assert study["eta"]["reason"] == "the study is stopped; no more trials will run"
+    assert client.post("/api/v1/studies/digits-compare/stop").json()["status"] == "stopped"
+    free = client.get("/metrics").text
+    assert "hpt_trial_slots_free 0.0" in free
+
+
+def test_delete_removes_the_rows_slots_and_optuna_studies(client: TestClient) -> None:
+    client.post("/api/v1/studies", json=study_body())
+    client.post("/api/v1/studies", json=study_body(name="kept"))
+    record_trial(client, "digits-compare/adam", 0.9, ADAM_VALUES)
+    with client.app.state.engine.begin() as conn:
+        pair_id = conn.scalar(
+            sa.select(StudyOptimizerRow.id).where(
+                StudyOptimizerRow.optuna_study_name == "digits-compare/adam"
+            )
+        )
+        conn.execute(
+            sa.insert(TrialSlotRow).values(
+                study_optimizer_id=pair_id, holder="w", state="finished", ordinal=1
+            )
+        )
+
+    response = client.delete("/api/v1/studies/digits-compare")
+    assert response.status_code == 200
+    assert response.json() == {
+        "name": "digits-compare",
+        "optuna_studies": ["digits-compare/sgd", "digits-compare/adam"],
+    }
+    names, optuna_names = stored(client)
+    assert names == ["kept"]
+    assert sorted(optuna_names) == ["kept/adam", "kept/sgd"]
+    with client.app.state.engine.connect() as conn:
+        assert conn.scalar(sa.select(sa.func.count()).select_from(TrialSlotRow)) == 0
+    assert client.get("/api/v1/studies/digits-compare").status_code == 404
+    # The name is free again.
+    assert client.post("/api/v1/studies", json=study_body()).status_code == 201
+
+
+# --------------------------------------------------------------------------- progress and best
+
+
+def test_status_counts_trials_per_optimizer_and_shows_the_best_so_far(client: TestClient) -> None:
+    client.post("/api/v1/studies", json=study_body())
+    record_trial(client, "digits-compare/adam", 0.95, ADAM_VALUES)
+    record_trial(
+        client, "digits-compare/adam", 0.5, ADAM_VALUES, state=optuna.trial.TrialState.PRUNED
+    )
+    record_trial(client, "digits-compare/sgd", 0.90, SGD_VALUES)
+    record_trial(client, "digits-compare/sgd", 0.0, SGD_VALUES, state=optuna.trial.TrialState.FAIL)
+
+    study = client.get("/api/v1/studies/digits-compare").json()
+    sgd, adam = study["optimizers"]
+    assert (adam["finished"], adam["complete"], adam["pruned"], adam["failed"]) == (2, 1, 1, 0)
+    assert (sgd["finished"], sgd["complete"], sgd["pruned"], sgd["failed"]) == (1, 1, 0, 1)
+    assert adam["best"]["value"] == 0.95
+    assert sgd["best"]["params"] == SGD_VALUES
+    assert study["best"]["optimizer"] == "adam"
+    assert study["progress"] == {"finished": 3, "total": 8, "fraction": 0.375}
+
+
+def test_best_ranks_optimizers_and_gives_the_python_that_builds_the_winner(
+    client: TestClient,
+) -> None:
+    client.post("/api/v1/studies", json=study_body())
+    record_trial(client, "digits-compare/sgd", 0.90, SGD_VALUES)
+    record_trial(client, "digits-compare/adam", 0.80, ADAM_VALUES)
+    record_trial(client, "digits-compare/adam", 0.95, ADAM_VALUES)
+
+    best = client.get("/api/v1/studies/digits-compare/best").json()
+    assert (best["task"], best["metric"], best["direction"]) == (
+        "digits_mlp",
+        "val_accuracy",
+        "maximize",
+    )
+    assert best["studies"] == ["digits-compare"]
+    assert [b["optimizer"] for b in best["optimizers"]] == ["adam", "sgd"]
+    winner = best["winner"]
+    assert winner == best["optimizers"][0]
+    assert (winner["study"], winner["number"], winner["value"]) == ("digits-compare", 1, 0.95)
+    assert winner["params"] == ADAM_VALUES
+    assert winner["test_value"] == pytest.approx(0.94)
+    assert winner["test_metrics"] == {"test_accuracy": pytest.approx(0.94)}
+    assert winner["python"] == ("optim_core.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.999))")
+
+
+def test_best_of_a_task_compares_every_study_with_that_metric(client: TestClient) -> None:
+    client.post("/api/v1/studies", json=study_body(name="first"))
+    client.post(
+        "/api/v1/studies", json=study_body(name="second", optimizers=["sgd"], search_space={})
+    )
+    client.post("/api/v1/studies", json=study_body(name="by-loss", metric="val_loss"))
+    record_trial(client, "first/sgd", 0.90, SGD_VALUES)
+    record_trial(client, "first/adam", 0.93, ADAM_VALUES)
+    record_trial(client, "second/sgd", 0.97, {**SGD_VALUES, "lr": 0.05})
+    record_trial(client, "by-loss/sgd", 0.01, SGD_VALUES)
+
+    best = client.get("/api/v1/best", params={"task": "digits_mlp"}).json()
+    assert (best["metric"], best["direction"]) == ("val_accuracy", "maximize")
+    assert best["studies"] == ["first", "second"]
+    assert [(b["optimizer"], b["study"], b["value"]) for b in best["optimizers"]] == [
+        ("sgd", "second", 0.97),
+        ("adam", "first", 0.93),
+    ]
+    assert best["winner"]["python"] == "optim_core.SGD(model.parameters(), lr=0.05)"
+
+    only_adam = client.get("/api/v1/best", params={"task": "digits_mlp", "optimizer": "adam"})
+    assert [b["optimizer"] for b in only_adam.json()["optimizers"]] == ["adam"]
+    by_loss = client.get("/api/v1/best", params={"task": "digits_mlp", "metric": "val_loss"})
+    assert (by_loss.json()["direction"], by_loss.json()["studies"]) == ("minimize", ["by-loss"])
+    nothing = client.get("/api/v1/best", params={"task": "wine_mlp"}).json()
+    assert (nothing["optimizers"], nothing["winner"], nothing["studies"]) == ([], None, [])
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        ({}, "Field required"),
+        ({"task": "mnist"}, "unknown task 'mnist'; choose one of"),
+        ({"task": "digits_mlp", "optimizer": "lbfgs"}, "unknown optimizer 'lbfgs'"),
+        ({"task": "digits_mlp", "metric": "val_f1"}, "has no metric 'val_f1'"),
+        ({"task": "external"}, "add metric=<its name>"),
+    ],
+)
+def test_best_of_a_task_refuses_bad_parameters(
+    shared_client: TestClient, params: dict[str, Any], fragment: str
+) -> None:
+    response = shared_client.get("/api/v1/best", params=params)
+    assert response.status_code == 422
+    assert fragment in response.json()["message"]
+
+
+def test_trials_are_listed_page_by_page_with_their_attributes(client: TestClient) -> None:
+    client.post("/api/v1/studies", json=study_body())
+    record_trial(client, "digits-compare/sgd", 0.90, SGD_VALUES)
+    record_trial(
+        client, "digits-compare/adam", 0.5, ADAM_VALUES, state=optuna.trial.TrialState.PRUNED
+    )
+    record_trial(client, "digits-compare/adam", 0.95, ADAM_VALUES)
+
+    page = client.get("/api/v1/studies/digits-compare/trials").json()
+    assert page["total"] == 3
+    assert [(t["optimizer"], t["number"], t["state"]) for t in page["items"]] == [
+        ("sgd", 0, "complete"),
+        ("adam", 0, "pruned"),
+        ("adam", 1, "complete"),
+    ]
+    trial = page["items"][2]
+    assert trial["params"] == ADAM_VALUES
+    assert trial["test_metrics"] == {"test_accuracy": pytest.approx(0.94)}
+    assert trial["intermediate_values"] == {"1": 0.95}
+    assert trial["curves"] == {"val_accuracy": [0.475, 0.95]}
+    assert trial["duration_seconds"] >= 0
+
+    adam = client.get(
+        "/api/v1/studies/digits-compare/trials",
+        params={"optimizer": "adam", "limit": 1, "offset": 1},
+    ).json()
+    assert (adam["total"], [t["number"] for t in adam["items"]]) == (2, [1])
+    pruned = client.get("/api/v1/studies/digits-compare/trials", params={"state": "pruned"}).json()
+    assert [t["number"] for t in pruned["items"]] == [0]
+
+    wrong = client.get("/api/v1/studies/digits-compare/trials", params={"optimizer": "rmsprop"})
+    assert wrong.status_code == 422
+    assert "has no optimizer 'rmsprop'; its optimizers are ['sgd', 'adam']" in wrong.text
+    bad_state = client.get("/api/v1/studies/digits-compare/trials", params={"state": "done"})
+    assert bad_state.status_code == 422
+
+
+# --------------------------------------------------------------------------- ETA
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "seconds", "reason"),
+    [
+        ({"durations": [10.0, 20.0], "slots_left": 6, "live_workers": 2}, 45.0, None),
+        ({"durations": [10.0], "slots_left": 3, "live_workers": 8}, 10.0, None),
+        ({"durations": [10.0], "slots_left": 5, "live_workers": 1}, 50.0, None),
+        ({"durations": [], "slots_left": 5, "live_workers": 1}, None, "no trial has finished"),
+        ({"durations": [1.0], "slots_left": 5, "live_workers": 0}, None, "no worker is running"),
+        ({"durations": [1.0], "slots_left": 0, "live_workers": 0}, 0.0, None),
+    ],
+)
+def test_eta_is_the_mean_duration_times_the_rounds_left(
+    kwargs: dict[str, Any], seconds: float | None, reason: str | None
+) -> None:
+    eta = estimate_eta(status="running", external=False, **kwargs)
+    assert eta.seconds == seconds
+    assert (eta.reason is None) == (reason is None)
+    if reason is not None:
+        assert reason in eta.reason
