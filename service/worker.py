@@ -45,7 +45,7 @@ from service.slots import (
 )
 from studies.objective import TrialPlan, make_objective
 from studies.samplers import make_pruner, make_sampler
-from studies.tasks import get_task
+from studies.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,8 @@ class Worker:
             grace_period=self.settings.grace_period,
         )
         self.trials_done = 0
+        # One instance per task name: a task caches its loaded data, so later trials skip the load.
+        self._tasks: dict[str, Task] = {}
 
     def install_signal_handlers(self) -> None:
         """SIGTERM and SIGINT: finish the running trial, then stop."""
@@ -177,8 +179,13 @@ class Worker:
             max_failed_trials=self.settings.max_failed_trials,
         )
 
+    def _task(self, name: str) -> Task:
+        if name not in self._tasks:
+            self._tasks[name] = get_task(name)
+        return self._tasks[name]
+
     def _plan(self, slot: ClaimedSlot) -> TrialPlan:
-        task = get_task(slot.task)
+        task = self._task(slot.task)
         spec = get_optimizer(slot.optimizer)
         return TrialPlan(
             task=task,
@@ -193,7 +200,7 @@ class Worker:
     def _load_study(self, slot: ClaimedSlot) -> optuna.Study:
         spec = get_optimizer(slot.optimizer)
         space = space_from_json(slot.search_space, spec.domains)
-        epochs = slot.epochs or get_task(slot.task).default_epochs
+        epochs = slot.epochs or self._task(slot.task).default_epochs
         return optuna.load_study(
             study_name=slot.optuna_study_name,
             storage=self.storage,

@@ -1,0 +1,23 @@
+"""What a trial is: tasks, the fast training loop, the Optuna objective, samplers and pruners."""
+
+from studies.objective import TrialPlan, make_objective, study_direction
+from studies.runner import run_study
+from studies.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
+from studies.tasks import Task, available_tasks, get_task
+from studies.training import TrainingResult, train
+
+__all__ = [
+    "PRUNERS",
+    "SAMPLERS",
+    "Task",
+    "TrainingResult",
+    "TrialPlan",
+    "available_tasks",
+    "get_task",
+    "make_objective",
+    "make_pruner",
+    "make_sampler",
+    "run_study",
+    "study_direction",
+    "train",
+]

@@ -1,0 +1,70 @@
+"""Run a whole study in-process: for tests, benchmarks and the workers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+
+from optim_core.registry import get_optimizer
+from studies.objective import TrialPlan, make_objective, study_direction
+from studies.samplers import make_pruner, make_sampler
+from studies.tasks import get_task
+
+
+def run_study(
+    task: str,
+    optimizer: str,
+    *,
+    n_trials: int,
+    overrides: Mapping[str, Any] | None = None,
+    epochs: int | None = None,
+    metric: str | None = None,
+    sampler: str = "tpe",
+    pruner: str = "median",
+    seed: int = 0,
+    storage: str | optuna.storages.BaseStorage | None = None,
+    study_name: str | None = None,
+    time_limit: float | None = None,
+) -> optuna.Study:
+    """Tune ``optimizer`` on ``task`` for ``n_trials`` trials and return the study.
+
+    Failed trials (an exception in a trial) are recorded as FAIL with the user attribute ``error``
+    and do not stop the study; pruned and diverged ones end PRUNED.
+
+    Args:
+        task: A registered task name (:func:`studies.tasks.available_tasks`).
+        optimizer: A name of ``optim_core.OPTIMIZERS``.
+        n_trials: Trials to run in this call.
+        overrides: Search-space overrides in their JSON form (``{"lr": {"low": 1e-4, ...}}``).
+        epochs: Epochs per trial; the task's default when ``None``.
+        metric: The objective, one of the task's metrics; its default when ``None``.
+        sampler: A name of :data:`studies.samplers.SAMPLERS`.
+        pruner: A name of :data:`studies.samplers.PRUNERS`.
+        seed: Seeds the sampler and, with each trial's number, the trial's training.
+        storage: An Optuna storage or its URL; in memory when ``None``.
+        study_name: Name in the storage; an existing study of that name is continued.
+        time_limit: Seconds per trial.
+
+    Raises:
+        KeyError: unknown task or optimizer.
+        ValueError: unknown sampler, pruner or metric, or a bad budget.
+        optim_core.SpaceError: overrides that do not fit the optimizer.
+    """
+    task_ = get_task(task)
+    spec = get_optimizer(optimizer)
+    space = spec.resolve_space(overrides)
+    epochs = task_.default_epochs if epochs is None else epochs
+    metric = task_.default_metric if metric is None else metric
+    plan = TrialPlan(task_, spec, space, epochs, metric, seed=seed, time_limit=time_limit)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=study_name,
+        direction=study_direction(task_, metric),
+        sampler=make_sampler(sampler, seed=seed, space=space),
+        pruner=make_pruner(pruner, epochs=epochs),
+        load_if_exists=True,
+    )
+    study.optimize(make_objective(plan), n_trials=n_trials, catch=(Exception,))
+    return study

@@ -1,0 +1,170 @@
+"""Optuna samplers and pruners by name, seeded.
+
+Samplers: ``tpe`` (the default), ``random``, ``cmaes``, ``qmc`` (scrambled Sobol), ``gp`` (Gaussian
+process) and ``grid``. CMA-ES and QMC work on continuous dimensions only: categorical ones such as
+``batch_size`` are drawn by their independent (random) sampler, a documented fallback, so its
+per-trial warning is switched off. ``grid`` needs a finite grid, derived from the search space
+(:func:`grid_from_space`).
+
+Pruners: ``none``, ``median``, ``sha`` (successive halving) and ``hyperband``; a trial's step is its
+epoch (1, 2, ...).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import optuna
+
+from optim_core.spaces import Categorical, Dimension, Fixed, Float, Int, OneMinus
+
+GRID_POINTS = 4
+"""Points per continuous range of a derived grid (log-spaced on a log scale)."""
+
+SamplerFactory = Callable[[int | None, Mapping[str, Dimension] | None], optuna.samplers.BaseSampler]
+PrunerFactory = Callable[[int | None], optuna.pruners.BasePruner]
+
+
+def _range(low: float, high: float, log: bool) -> list[float]:
+    points = np.geomspace(low, high, GRID_POINTS) if log else np.linspace(low, high, GRID_POINTS)
+    return [float(point) for point in points]
+
+
+def _float_grid(key: str, dim: Float) -> dict[str, list[Any]]:
+    return {key: _range(dim.low, dim.high, dim.log)}
+
+
+def _int_grid(key: str, dim: Int) -> dict[str, list[Any]]:
+    return {key: sorted({round(point) for point in _range(dim.low, dim.high, dim.log)})}
+
+
+def _one_minus_grid(key: str, dim: OneMinus) -> dict[str, list[Any]]:
+    # The Optuna parameter is the distance to one (see optim_core.spaces.OneMinus).
+    return {dim.optuna_name_prefix + key: _range(1.0 - dim.high, 1.0 - dim.low, dim.log)}
+
+
+def _categorical_grid(key: str, dim: Categorical) -> dict[str, list[Any]]:
+    return {key: list(dim.choices)}
+
+
+def _fixed_grid(key: str, dim: Fixed) -> dict[str, list[Any]]:
+    return {}  # not an Optuna parameter
+
+
+_GRID_BY_DIMENSION: Mapping[type, Callable[[str, Any], dict[str, list[Any]]]] = MappingProxyType(
+    {
+        Float: _float_grid,
+        Int: _int_grid,
+        OneMinus: _one_minus_grid,
+        Categorical: _categorical_grid,
+        Fixed: _fixed_grid,
+    }
+)
+
+
+def grid_from_space(space: Mapping[str, Dimension]) -> dict[str, list[Any]]:
+    """A finite grid over ``space``, keyed by Optuna parameter name.
+
+    Categorical dimensions give their choices, continuous ranges :data:`GRID_POINTS` points
+    (log-spaced on a log scale, both ends included), fixed values nothing.
+
+    Raises:
+        ValueError: a dimension type without a grid rule.
+    """
+    grid: dict[str, list[Any]] = {}
+    for key, dim in space.items():
+        rule = _GRID_BY_DIMENSION.get(type(dim))
+        if rule is None:
+            raise ValueError(f"{key}: no grid rule for {type(dim).__name__}")
+        grid.update(rule(key, dim))
+    return grid
+
+
+def _tpe(seed: int | None, space: Mapping[str, Dimension] | None) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _random(seed: int | None, space: Mapping[str, Dimension] | None) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _cmaes(seed: int | None, space: Mapping[str, Dimension] | None) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+
+
+def _qmc(seed: int | None, space: Mapping[str, Dimension] | None) -> optuna.samplers.BaseSampler:
+    with warnings.catch_warnings():
+        # Experimental since optuna 3.0 and stable in use; one warning per study says nothing new.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.QMCSampler(
+            qmc_type="sobol", scramble=True, seed=seed, warn_independent_sampling=False
+        )
+
+
+def _gp(seed: int | None, space: Mapping[str, Dimension] | None) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.GPSampler(seed=seed)
+
+
+def _grid(seed: int | None, space: Mapping[str, Dimension] | None) -> optuna.samplers.BaseSampler:
+    if space is None:
+        raise ValueError("the grid sampler needs the search space to derive its grid from")
+    return optuna.samplers.GridSampler(grid_from_space(space), seed=seed)
+
+
+SAMPLERS: Mapping[str, SamplerFactory] = MappingProxyType(
+    {"tpe": _tpe, "random": _random, "cmaes": _cmaes, "qmc": _qmc, "gp": _gp, "grid": _grid}
+)
+
+PRUNERS: Mapping[str, PrunerFactory] = MappingProxyType(
+    {
+        "none": lambda epochs: optuna.pruners.NopPruner(),
+        "median": lambda epochs: optuna.pruners.MedianPruner(n_startup_trials=5),
+        "sha": lambda epochs: optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=1, reduction_factor=3
+        ),
+        "hyperband": lambda epochs: optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=epochs or "auto", reduction_factor=3
+        ),
+    }
+)
+
+
+def make_sampler(
+    name: str, *, seed: int | None, space: Mapping[str, Dimension] | None = None
+) -> optuna.samplers.BaseSampler:
+    """The sampler registered as ``name``, seeded.
+
+    Args:
+        name: One of :data:`SAMPLERS`.
+        seed: Seed of the sampler's random numbers; ``None`` for a random one.
+        space: The resolved search space; needed by ``grid``, ignored by the others.
+
+    Raises:
+        ValueError: unknown name (the message lists the valid ones), or ``grid`` without a space.
+    """
+    try:
+        factory = SAMPLERS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}") from None
+    return factory(seed, space)
+
+
+def make_pruner(name: str, *, epochs: int | None = None) -> optuna.pruners.BasePruner:
+    """The pruner registered as ``name``.
+
+    Args:
+        name: One of :data:`PRUNERS`.
+        epochs: Epochs per trial, the maximum resource of ``hyperband``.
+
+    Raises:
+        ValueError: unknown name; the message lists the valid ones.
+    """
+    try:
+        factory = PRUNERS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown pruner {name!r}; choose one of {sorted(PRUNERS)}") from None
+    return factory(epochs)

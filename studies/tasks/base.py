@@ -1,0 +1,145 @@
+"""What a task is: data split and scaled once, a model, a training loss and the metrics it reports.
+
+A task is the problem an optimizer is tuned on. The training loop (``studies.training``) only needs
+four things from it: the data as in-memory tensors (:attr:`Task.data`), a fresh model
+(:meth:`Task.build_model`), the loss of one batch (:meth:`Task.batch_loss`), and the metrics of a
+trained model on the validation or test split (:meth:`Task.evaluate`). User tasks subclass
+:class:`Task` (or :class:`studies.tasks.supervised.ClassificationTask` ...) and register themselves
+under the entry-point group ``hpt.tasks``.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+Direction = Literal["maximize", "minimize"]
+Split = Literal["train", "val", "test"]
+
+DIRECTIONS: tuple[Direction, ...] = ("maximize", "minimize")
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """A task's data as in-memory tensors, split and scaled once.
+
+    The first dimension of every ``x`` and ``y`` tensor indexes samples. A task without data
+    (a function to minimise) holds one empty sample per split.
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+    def split(self, name: Split) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``(x, y)`` tensors of split ``name`` (``"train"``, ``"val"`` or ``"test"``)."""
+        return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
+
+
+class Task(abc.ABC):
+    """A training problem a study tunes an optimizer on.
+
+    Subclasses set the class attributes and implement the four abstract methods. The training loop
+    calls :meth:`evaluate` in ``eval()`` mode under :func:`torch.inference_mode`, so implementations
+    need not.
+
+    Attributes:
+        name: Registry key (``"digits_mlp"``).
+        description: One line for people choosing a task.
+        metrics: The selectable objective metrics and their direction,
+            ``{"val_accuracy": "maximize", "val_loss": "minimize"}``.
+        default_metric: The metric a study optimises when the request names none.
+        default_epochs: Epochs of a trial when the request names none.
+        default_batch_size: Batch size when the search space has none (and the optimizer is not
+            full-batch).
+        steps_per_epoch: For tasks without data (a function to minimise): optimizer steps per epoch,
+            each on the whole (empty) training set. ``None`` for tasks with data, where an epoch is
+            one pass over the training set.
+        split_seed: Seed of the train / validation / test split, fixed so that every trial of every
+            study sees the same split.
+    """
+
+    name: str
+    description: str
+    metrics: Mapping[str, Direction]
+    default_metric: str
+    default_epochs: int
+    default_batch_size: int = 32
+    steps_per_epoch: int | None = None
+    split_seed: int = 0
+
+    @functools.cached_property
+    def data(self) -> TaskData:
+        """The task's tensors, loaded on first use and kept by this instance."""
+        return self.load_data()
+
+    @abc.abstractmethod
+    def load_data(self) -> TaskData:
+        """Load (never download), split with :attr:`split_seed` and scale on the training split."""
+
+    @abc.abstractmethod
+    def build_model(self) -> nn.Module:
+        """A freshly initialised model; the caller seeds torch's global generator first."""
+
+    @abc.abstractmethod
+    def batch_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The scalar training loss of one batch (a mean over its samples)."""
+
+    @abc.abstractmethod
+    def evaluate(self, model: nn.Module, split: Split) -> dict[str, float]:
+        """Every metric of ``model`` on ``split``, named as reported.
+
+        Returns:
+            For ``"val"`` the keys of :attr:`metrics` (``{"val_accuracy": 0.97, "val_loss": 0.1}``);
+            for ``"test"`` their test counterparts (see :meth:`test_metric`).
+        """
+
+    def test_metric(self, metric: str) -> str:
+        """The test counterpart of a validation metric: ``val_accuracy`` -> ``test_accuracy``,
+        ``loss`` -> ``test_loss``."""
+        return "test_" + metric.removeprefix("val_")
+
+
+def check_task(task: object) -> None:
+    """Check that ``task`` declares what a study needs (used on plugins before they are listed).
+
+    Raises:
+        TypeError: ``task`` is not a :class:`Task`.
+        ValueError: a declared attribute is missing or inconsistent; the message names it.
+    """
+    if not isinstance(task, Task):
+        raise TypeError(f"expected a studies.tasks.Task, got {type(task).__name__}")
+    for attribute in ("name", "description", "metrics", "default_metric", "default_epochs"):
+        if not hasattr(task, attribute):
+            raise ValueError(f"task {type(task).__name__} does not declare {attribute!r}")
+    if not isinstance(task.name, str) or not task.name.isidentifier():
+        raise ValueError(f"task name must be an identifier like 'digits_mlp', got {task.name!r}")
+    if not task.metrics:
+        raise ValueError(f"task {task.name!r} declares no metrics")
+    for metric, direction in task.metrics.items():
+        if direction not in DIRECTIONS:
+            raise ValueError(
+                f"task {task.name!r}: metric {metric!r} has direction {direction!r}; "
+                f"use one of {list(DIRECTIONS)}"
+            )
+    if task.default_metric not in task.metrics:
+        raise ValueError(
+            f"task {task.name!r}: default_metric {task.default_metric!r} is not one of "
+            f"{sorted(task.metrics)}"
+        )
+    for attribute in ("default_epochs", "default_batch_size"):
+        value = getattr(task, attribute)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"task {task.name!r}: {attribute} must be a positive integer")
+    steps = task.steps_per_epoch
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"task {task.name!r}: steps_per_epoch must be None or a positive integer")

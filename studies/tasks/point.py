@@ -1,0 +1,50 @@
+"""Tasks whose model is a single point: the optimizer minimises a known function of it."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from types import MappingProxyType
+
+import torch
+from torch import nn
+
+from studies.tasks.base import Direction, Split, Task
+
+
+class Point(nn.Module):
+    """A model that is nothing but its parameter, the point being optimised."""
+
+    def __init__(self, start: torch.Tensor) -> None:
+        super().__init__()
+        self.position = nn.Parameter(start.clone())
+
+    def forward(self) -> torch.Tensor:
+        return self.position
+
+
+class PointTask(Task):
+    """Minimise a function of a point from a fixed start; the metric is the function's value.
+
+    There is no validation or test data: ``loss`` (and ``test_loss``) is the exact function value
+    at the trained point, while ``train_loss`` is the loss the optimizer saw (noisy for
+    stochastic tasks).
+    """
+
+    metrics: Mapping[str, Direction] = MappingProxyType({"loss": "minimize"})
+    default_metric = "loss"
+
+    @abc.abstractmethod
+    def start(self) -> torch.Tensor:
+        """The starting point (the same for every trial, so trials differ only in the optimizer)."""
+
+    @abc.abstractmethod
+    def value(self, position: torch.Tensor) -> torch.Tensor:
+        """The exact (noise-free) function value at ``position``."""
+
+    def build_model(self) -> nn.Module:
+        return Point(self.start())
+
+    def evaluate(self, model: nn.Module, split: Split) -> dict[str, float]:
+        name = "loss" if split == "val" else f"{split}_loss"
+        return {name: self.value(model()).item()}
