@@ -65,6 +65,17 @@ def trial_seed(seed: int | None, optimizer: str, ordinal: int) -> int | None:
     return zlib.crc32(f"{seed}/{optimizer}/{ordinal}".encode())
 
 
+def warm_up_torch() -> None:
+    """Pay torch's one-time costs before the first trial is claimed.
+
+    The first optimizer built in a process imports ``torch._dynamo`` (seconds), because
+    ``torch.optim.Optimizer`` methods are wrapped to disable it. A registered worker is a ready one.
+    """
+    weight = torch.zeros(1, requires_grad=True)
+    weight.grad = torch.zeros(1)
+    get_optimizer("sgd").build([weight], {"lr": 0.1}).step()
+
+
 def new_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
@@ -114,6 +125,7 @@ class Worker:
     def run(self) -> int:
         """Work until stopped (or idle / out of trials, when asked to). Returns trials run."""
         torch.set_num_threads(1)
+        warm_up_torch()
         self._register()
         beat = threading.Thread(target=self._beat, name="hpt-worker-heartbeat", daemon=True)
         beat.start()
