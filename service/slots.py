@@ -26,7 +26,14 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 from sqlalchemy.engine import Engine
 
-from service.db import StudyOptimizerRow, StudyRow, TrialSlotRow, session_scope, utcnow
+from service.db import (
+    StudyOptimizerRow,
+    StudyRow,
+    TrialSlotRow,
+    WorkerRow,
+    session_scope,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -278,33 +285,84 @@ def reclaim_lost_slots(
 ) -> int:
     """Give back the slots of workers that died; returns how many.
 
-    Trials whose heartbeat stopped longer than ``grace_period`` ago are failed through Optuna's
-    own ``fail_stale_trials`` (``storage`` must have the heartbeat on); their slots, and slots
-    claimed that long ago that never became a trial, are released. A slot whose trial finished
-    but whose worker died before recording it is counted as finished.
+    A worker is dead when its trials' Optuna heartbeats stopped more than ``grace_period`` seconds
+    ago (Optuna's own ``fail_stale_trials``; ``storage`` must have the heartbeat on), or when the
+    worker itself has not been seen for that long (which also covers a worker killed before its
+    trial's first heartbeat). Its RUNNING trials are failed and its slots released. A slot whose
+    trial finished but whose worker died before recording it is counted as finished.
     """
-    stale = _held_slots(engine, utcnow() - timedelta(seconds=grace_period), leased=False)
-    if not stale:
-        return 0
-    for optuna_study_name in {name for _, name in stale}:
-        try:
-            study = optuna.load_study(study_name=optuna_study_name, storage=storage)
-        except KeyError:
-            continue  # the study was deleted meanwhile
-        optuna.storages.fail_stale_trials(study)
+    cutoff = utcnow() - timedelta(seconds=grace_period)
+    stale = _held_slots(engine, cutoff, leased=False)
     reclaimed = 0
-    for slot, _ in stale:
-        state = None if slot.trial_id is None else storage.get_trial(slot.trial_id).state
-        if state in (TrialState.COMPLETE, TrialState.PRUNED):
-            finish_slot(engine, slot.id)
-        elif state is None or state == TrialState.FAIL:
+    if stale:
+        with session_scope(engine) as session:
+            live = set(
+                session.scalars(sa.select(WorkerRow.id).where(WorkerRow.last_seen_at >= cutoff))
+            )
+        for optuna_study_name in {name for _, name in stale}:
+            try:
+                study = optuna.load_study(study_name=optuna_study_name, storage=storage)
+            except KeyError:
+                continue  # the study was deleted meanwhile
+            optuna.storages.fail_stale_trials(study)
+        for slot, _ in stale:
+            state = None if slot.trial_id is None else storage.get_trial(slot.trial_id).state
+            if state in (TrialState.COMPLETE, TrialState.PRUNED):
+                finish_slot(engine, slot.id)
+                continue
+            if state != TrialState.FAIL and slot.holder in live:
+                continue  # a live worker still training (or about to start)
+            if state == TrialState.RUNNING and not _fail_trial(storage, slot.trial_id):
+                continue  # it finished just now; the next round counts it
             reclaimed += release_slot(
                 engine,
                 slot.id,
                 reason=f"worker {slot.holder} stopped sending heartbeats",
                 max_failed_trials=max_failed_trials,
             )
+    _fail_orphaned_trials(engine, storage, cutoff)
     return reclaimed
+
+
+def _fail_trial(storage: optuna.storages.BaseStorage, trial_id: int) -> bool:
+    try:
+        return storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+
+
+def _fail_orphaned_trials(
+    engine: Engine, storage: optuna.storages.BaseStorage, cutoff: datetime
+) -> None:
+    # A worker killed between creating its Optuna trial and recording it on its slot leaves a
+    # RUNNING trial that no slot owns (its slot is released as never started). Fail those, so a
+    # study never shows a trial running forever.
+    with session_scope(engine) as session:
+        pairs = session.execute(
+            sa.select(StudyOptimizerRow.id, StudyOptimizerRow.optuna_study_name)
+            .join(StudyRow)
+            .where(
+                StudyRow.status.in_((*ACCEPTING_TRIALS, STOPPED)), StudyRow.task != EXTERNAL_TASK
+            )
+        ).all()
+        owned = set(
+            session.scalars(
+                sa.select(TrialSlotRow.trial_id).where(
+                    TrialSlotRow.state.in_(SLOT_HELD), TrialSlotRow.trial_id.is_not(None)
+                )
+            )
+        )
+    for _, optuna_study_name in pairs:
+        try:
+            study_id = storage.get_study_id_from_name(optuna_study_name)
+        except KeyError:
+            continue
+        for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            started = trial.datetime_start
+            if trial._trial_id in owned or started is None or started > cutoff:
+                continue
+            if _fail_trial(storage, trial._trial_id):
+                log.warning("failed orphaned trial %s #%d", optuna_study_name, trial.number)
 
 
 def expire_leases(engine: Engine, storage: optuna.storages.BaseStorage) -> int:

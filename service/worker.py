@@ -14,6 +14,7 @@ import secrets
 import signal
 import socket
 import threading
+import time
 import zlib
 from dataclasses import dataclass, field
 from types import FrameType
@@ -130,13 +131,18 @@ class Worker:
         beat = threading.Thread(target=self._beat, name="hpt-worker-heartbeat", daemon=True)
         beat.start()
         log.info("worker %s started on %s", self.worker_id, _safe_url(self.settings.database_url))
+        last_reap = time.monotonic()
         try:
             while not self.stop_event.is_set():
                 if self.max_trials is not None and self.trials_done >= self.max_trials:
                     break
+                if time.monotonic() - last_reap > self.settings.grace_period:
+                    self._reap()
+                    last_reap = time.monotonic()
                 slot = claim_trial_slot(self.engine, holder=self.worker_id)
                 if slot is None:
                     self._reap()
+                    last_reap = time.monotonic()
                     slot = claim_trial_slot(self.engine, holder=self.worker_id)
                 if slot is None:
                     if self.exit_when_idle:
@@ -162,6 +168,9 @@ class Worker:
             objective = make_objective(self._plan(slot))
 
             def run_trial(trial: optuna.Trial) -> float:
+                # Optuna's heartbeat thread records its first beat concurrently; a running slot
+                # must already have one, or a death right now would leave a trial never stale.
+                self.storage.record_heartbeat(trial._trial_id)
                 if not mark_slot_running(
                     self.engine, slot.slot_id, trial_id=trial._trial_id, trial_number=trial.number
                 ):

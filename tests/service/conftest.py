@@ -1,0 +1,169 @@
+"""Fixtures of the service tests: the service's engine, and real API / worker processes.
+
+Processes are started through ``processes`` (or the ``start_server`` / ``start_worker`` factories
+built on it). Each one writes stdout and stderr to a log file in the test's directory; when a test
+fails, the tail of every log is attached to its report, and every process still alive is killed
+when the test ends, whatever happened.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.engine import Engine
+
+from tests.helpers import free_port, wait_until
+from tests.service.support import Processes, Server, ServiceProcess
+
+SERVER_START_TIMEOUT = 60.0
+
+# Settings every spawned process gets unless a test overrides them: quick polling, a short
+# heartbeat and grace period, and one torch thread (2 cores, several processes).
+FAST_ENV = {
+    "HPT_POLL_INTERVAL": "0.2",
+    "HPT_HEARTBEAT_INTERVAL": "1",
+    "HPT_GRACE_PERIOD": "3",
+    "HPT_LOG_LEVEL": "info",
+    "PYTHONUNBUFFERED": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+
+
+# --------------------------------------------------------------------------- database
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """The service's engine on a fresh database, with the service's tables created."""
+    from service.db import create_tables, make_engine
+
+    engine = make_engine(database_url)
+    create_tables(engine)
+    yield engine
+    engine.dispose()
+
+
+# --------------------------------------------------------------------------- processes
+
+_PROCESSES_KEY = pytest.StashKey[Processes]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    # A failing test shows what its servers and workers logged: that is what makes a CI failure
+    # debuggable without rerunning it.
+    report = yield
+    processes = item.stash.get(_PROCESSES_KEY, None)
+    if report.failed and processes is not None:
+        for process in processes.started:
+            report.sections.append(
+                (
+                    f"log of {process.name} (pid {process.pid}, exit {process.popen.poll()}): "
+                    f"{' '.join(process.args)}",
+                    process.tail() or "(empty)",
+                )
+            )
+    return report
+
+
+def _test_environment() -> dict[str, str]:
+    # The tests decide every HPT_* setting; nothing leaks in from the shell that runs them.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("HPT_")}
+    env.update(FAST_ENV)
+    return env
+
+
+@pytest.fixture
+def processes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Processes]:
+    """Starts processes for the test; SIGKILLs every one still running when it ends."""
+    directory = tmp_path / "processes"
+    directory.mkdir()
+    group = Processes(directory=directory, base_env=_test_environment())
+    request.node.stash[_PROCESSES_KEY] = group
+    try:
+        yield group
+    finally:
+        group.kill_all()
+
+
+def python_command(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def hpt_command(*args: str) -> list[str]:
+    """``hpt ...`` as a user runs it: the console script of this virtualenv."""
+    script = Path(sys.executable).with_name("hpt")
+    if script.exists():
+        return [str(script), *args]
+    return python_command("-m", "service.cli", *args)
+
+
+@pytest.fixture
+def start_server(processes: Processes) -> Iterator[Callable[..., Server]]:
+    """``start_server(database_url, api_key=None, **env)``: a real uvicorn server of the API on a
+    free port, answering /healthz when it returns."""
+    probes: list[httpx.Client] = []
+
+    def start(database_url: str, *, api_key: str | None = None, **env: str) -> Server:
+        port = free_port()
+        settings = {"HPT_DATABASE_URL": database_url, "HPT_WORKERS": "0", **env}
+        if api_key is not None:
+            settings["HPT_API_KEY"] = api_key
+        command = python_command(
+            "-m",
+            "uvicorn",
+            "service.app:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",  # the tests poll; errors are logged with their traceback anyway
+        )
+        process = processes.start("api", command, settings)
+        server = Server(
+            process=process,
+            base_url=f"http://127.0.0.1:{port}",
+            database_url=database_url,
+            api_key=api_key,
+        )
+        probe = httpx.Client(base_url=server.base_url, timeout=5.0)
+        probes.append(probe)
+
+        def healthy() -> bool:
+            if not process.alive():
+                raise AssertionError(
+                    f"the API exited with {process.popen.poll()} before it answered:\n"
+                    f"{process.tail()}"
+                )
+            return probe.get("/healthz").status_code == 200
+
+        wait_until(healthy, SERVER_START_TIMEOUT, 0.2, message="the API to answer /healthz")
+        return server
+
+    yield start
+    for probe in probes:
+        probe.close()
+
+
+@pytest.fixture
+def start_worker(processes: Processes) -> Callable[..., ServiceProcess]:
+    """``start_worker(database_url, *args, **env)``: a real ``hpt worker`` process."""
+    started = 0
+
+    def start(database_url: str, *args: str, **env: str) -> ServiceProcess:
+        nonlocal started
+        started += 1
+        return processes.start(
+            f"worker{started}",
+            hpt_command("worker", *args),
+            {"HPT_DATABASE_URL": database_url, **env},
+        )
+
+    return start
