@@ -1,0 +1,134 @@
+"""The ``hpt`` command line: run the service (serve, worker, dashboard) and use it (study ...).
+
+``hpt serve`` runs the API and the embedded workers, ``hpt worker`` one more worker (on this or
+another machine), ``hpt dashboard`` optuna-dashboard on the same database. ``hpt study ...`` talks
+to a running API over HTTP through :mod:`service.client`: tables for people, ``--json`` for
+scripts, and an API error is one red line, never a traceback.
+
+Heavy imports (torch, optuna, uvicorn) happen inside the commands that need them, so ``hpt study``
+answers at once.
+
+Modules: :mod:`~service.cli.server` (``hpt serve``), :mod:`~service.cli.runtime` (``hpt worker``,
+``hpt dashboard``), :mod:`~service.cli.study` (``hpt study ...``), :mod:`~service.cli.catalog`
+(``hpt tasks``, ``hpt optimizers``), :mod:`~service.cli.render` and
+:mod:`~service.cli.formatting` (output for people), :mod:`~service.cli.common` (what they share).
+This module assembles the app; ``python -m service.cli`` runs it (:mod:`service.cli.__main__`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import typer
+
+from service.cli.catalog import optimizers, tasks
+from service.cli.common import (
+    LOG_FORMAT,
+    LOG_LEVELS,
+    ApiKeyOption,
+    DatabaseOption,
+    JsonOption,
+    LogLevelOption,
+    NameArgument,
+    UrlOption,
+    configure_logging,
+    load_settings,
+    settings_env,
+)
+from service.cli.formatting import STATUS_STYLES, TRIAL_STATE_STYLES
+from service.cli.runtime import PARENT_CHECK_INTERVAL, dashboard, worker
+from service.cli.server import DEFAULT_SHUTDOWN_TIMEOUT, HostOption, serve
+from service.cli.study import (
+    REQUIRED_FIELDS,
+    study_best,
+    study_create,
+    study_delete,
+    study_list,
+    study_show,
+    study_stop,
+    study_trials,
+    study_watch,
+)
+
+__all__ = [
+    "DEFAULT_SHUTDOWN_TIMEOUT",
+    "LOG_FORMAT",
+    "LOG_LEVELS",
+    "PARENT_CHECK_INTERVAL",
+    "REQUIRED_FIELDS",
+    "SERVICE_COMMANDS",
+    "STATUS_STYLES",
+    "STUDY_COMMANDS",
+    "TRIAL_STATE_STYLES",
+    "ApiKeyOption",
+    "DatabaseOption",
+    "HostOption",
+    "JsonOption",
+    "LogLevelOption",
+    "NameArgument",
+    "UrlOption",
+    "build_app",
+    "configure_logging",
+    "dashboard",
+    "load_settings",
+    "main",
+    "optimizers",
+    "serve",
+    "settings_env",
+    "study_best",
+    "study_create",
+    "study_delete",
+    "study_list",
+    "study_show",
+    "study_stop",
+    "study_trials",
+    "study_watch",
+    "tasks",
+    "worker",
+]
+
+SERVICE_COMMANDS: Mapping[str, Callable[..., None]] = {
+    "serve": serve,
+    "worker": worker,
+    "dashboard": dashboard,
+    "tasks": tasks,
+    "optimizers": optimizers,
+}
+STUDY_COMMANDS: Mapping[str, Callable[..., None]] = {
+    "create": study_create,
+    "list": study_list,
+    "show": study_show,
+    "best": study_best,
+    "trials": study_trials,
+    "stop": study_stop,
+    "delete": study_delete,
+    "watch": study_watch,
+}
+
+
+def build_app() -> typer.Typer:
+    """The ``hpt`` command line (built per call: no state lives at module level)."""
+    app = typer.Typer(
+        name="hpt",
+        help="Optimizer hyperparameter tuning service: which optimizer, with which "
+        "hyperparameters, trains your model best.",
+        no_args_is_help=True,
+        add_completion=False,
+        rich_markup_mode="rich",
+        pretty_exceptions_enable=False,
+    )
+    for name, command in SERVICE_COMMANDS.items():
+        app.command(name)(command)
+    study = typer.Typer(
+        help="Create, follow and query studies through the API (--url, env HPT_URL).",
+        no_args_is_help=True,
+    )
+    for name, command in STUDY_COMMANDS.items():
+        study.command(name)(command)
+    app.add_typer(study, name="study")
+    return app
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``hpt`` console script."""
+    build_app()(args=list(argv) if argv is not None else None, prog_name="hpt")
