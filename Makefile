@@ -1,6 +1,6 @@
 # Everything a fresh machine needs, from a clean clone:
 #   make run     the service: `hpt serve` with embedded workers on SQLite (hpt.db)
-#   make test    the whole test suite (installs what it needs, then ruff and pytest)
+#   make test    the whole test suite (installs what it needs, then ruff and pytest, in parallel)
 # Both create .venv and install the project into it first.
 
 SHELL := /bin/bash
@@ -51,7 +51,7 @@ lint: $(INSTALLED)
 
 test: $(INSTALLED) test-system-deps postgres-up
 	$(BIN)/ruff check .
-	$(BIN)/pytest $(ARGS)
+	$(BIN)/pytest --numprocesses=auto --maxprocesses=4 $(ARGS)
 
 bench: $(INSTALLED)
 	@set -e; for script in bench/*.py; do \
