@@ -5,8 +5,10 @@ trial must report each epoch), one torch thread. Same data, same seeded initial 
 run in interleaved repetitions so that load on the machine hits them alike:
 
 - ours:            studies.training.train with optim_core's Adam (flat parameters, one shuffled
-                   copy per epoch, one zero_ per step, inference-mode evaluation, divergence
-                   checks);
+                   copy per epoch, closed-form gradients of the MLP (studies.fast_mlp),
+                   inference-mode evaluation, divergence checks);
+- ours, autograd:  the same loop with the gradients through autograd (closed_form=False), to
+                   measure what the closed form buys;
 - ours, per-tensor: the same loop with the model's tensors stepped one by one (flat=False), to
                    measure what the flat parameter buys;
 - hand-indexed:    the same tensors indexed by hand each step, torch.optim.Adam's default path;
@@ -54,6 +56,12 @@ def fresh_model(task: Task) -> nn.Module:
 
 def run_ours(task: Task) -> nn.Module:
     return train(task, OPTIMIZERS["adam"], VALUES, epochs=EPOCHS, seed=SEED).model
+
+
+def run_ours_autograd(task: Task) -> nn.Module:
+    return train(
+        task, OPTIMIZERS["adam"], VALUES, epochs=EPOCHS, seed=SEED, closed_form=False
+    ).model
 
 
 def run_ours_per_tensor(task: Task) -> nn.Module:
@@ -110,6 +118,7 @@ def run_textbook(task: Task) -> nn.Module:
 
 LOOPS: dict[str, Callable[[Task], nn.Module]] = {
     "ours (optim_core, flat)": run_ours,
+    "ours, autograd path": run_ours_autograd,
     "ours, per-tensor": run_ours_per_tensor,
     "hand-indexed": run_hand_indexed,
     "textbook": run_textbook,
@@ -130,17 +139,17 @@ def main() -> None:
         f" Adam lr {LR}, batch {BATCH_SIZE}, {EPOCHS} epochs; {torch.get_num_threads()} thread;"
         f" torch {torch.__version__}; {args.repeats} interleaved repeats after a warm-up"
     )
-    # CPU time of this (single-threaded) process: what a trial costs a worker's core, and less
-    # disturbed than wall time when other processes share the machine. Wall time is shown too.
+    # CPU time of this thread (torch runs on it alone): what a trial costs a worker's core, and
+    # less disturbed than wall time when other processes share the machine. Wall time is shown too.
     cpu: dict[str, list[float]] = {name: [] for name in LOOPS}
     wall: dict[str, list[float]] = {name: [] for name in LOOPS}
     models: dict[str, nn.Module] = {}
     for repeat in range(args.repeats + 1):
         for name, loop in LOOPS.items():
-            start_cpu, start_wall = time.process_time(), time.perf_counter()
+            start_cpu, start_wall = time.thread_time(), time.perf_counter()
             models[name] = loop(task)
             if repeat > 0:
-                cpu[name].append(time.process_time() - start_cpu)
+                cpu[name].append(time.thread_time() - start_cpu)
                 wall[name].append(time.perf_counter() - start_wall)
 
     medians = {name: statistics.median(runs) for name, runs in cpu.items()}

@@ -13,7 +13,11 @@ per operation), not to arithmetic. So the loop:
    profiler-and-hooks wrapper when no hook is registered (:func:`_bare_step`), runs on one torch
    thread and evaluates under :func:`torch.inference_mode`;
 4. reads each step's loss as a float (on the CPU that is a plain read, not a device sync) to stop at
-   once on divergence: a nan/inf loss, or a loss ``DIVERGENCE_FACTOR`` times the first one.
+   once on divergence: a nan/inf loss, or a loss ``DIVERGENCE_FACTOR`` times the first one;
+5. for a plain MLP on a declared cross-entropy or MSE loss, computes the loss and the gradients
+   by hand instead of through autograd, overwriting the gradient instead of zeroing it
+   (:func:`studies.fast_mlp.closed_form_for` says which models and tasks it covers); every other
+   model and task goes through autograd.
 
 The optimizers of the registry update each coordinate from its own gradient and state only, so
 stepping the flat buffer gives the same numbers as stepping the tensors one by one.
@@ -28,13 +32,14 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 from torch.optim import optimizer as torch_optimizer
 
 from optim_core.registry import OptimizerSpec
+from studies.fast_mlp import closed_form_for
 from studies.tasks.base import Split, Task
 
 DIVERGENCE_FACTOR = 1e3
@@ -124,10 +129,14 @@ def evaluate(task: Task, model: nn.Module, split: Split) -> dict[str, float]:
 
 
 def _epoch_batches(
-    task: Task, batch_size: int | None, generator: torch.Generator
+    task: Task,
+    targets: torch.Tensor,
+    batch_size: int | None,
+    generator: torch.Generator,
 ) -> Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]:
-    """A function giving one epoch's batches: ``batch_size=None`` means the whole training set."""
-    x, y = task.data.split("train")
+    """A function giving one epoch's batches of the training inputs and ``targets`` (the training
+    targets as the gradients take them); ``batch_size=None`` means the whole training set."""
+    x, y = task.data.split("train")[0], targets
     if task.steps_per_epoch is not None:
         return lambda: [(x, y)] * task.steps_per_epoch
     if batch_size is None or batch_size >= len(x):
@@ -139,6 +148,49 @@ def _epoch_batches(
         return zip(x[order].split(batch_size), y[order].split(batch_size), strict=True)
 
     return shuffled
+
+
+class _Gradients(Protocol):
+    """How a step gets its loss and gradients: through autograd, or in closed form."""
+
+    def train_targets(self, y: torch.Tensor) -> torch.Tensor:
+        """The training targets as :meth:`loss` takes them."""
+        ...
+
+    def loss(self, x: torch.Tensor, targets: torch.Tensor) -> float:
+        """The loss of one batch, as a float."""
+        ...
+
+    def backward(self) -> None:
+        """Put the gradient of the last :meth:`loss` in the parameters' gradients."""
+        ...
+
+
+@dataclass
+class _Autograd:
+    """The task's ``batch_loss`` and autograd's backward into freshly zeroed gradients."""
+
+    task: Task
+    model: nn.Module
+    zero_grad: Callable[[], Any]
+    _loss: torch.Tensor | None = None
+    _one: torch.Tensor | None = None  # d loss / d loss, made once instead of once per backward()
+
+    def train_targets(self, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+    def loss(self, x: torch.Tensor, targets: torch.Tensor) -> float:
+        self.zero_grad()
+        self._loss = self.task.batch_loss(self.model, x, targets)
+        return self._loss.item()  # on the CPU a plain read, not a device sync
+
+    def backward(self) -> None:
+        loss, self._loss = self._loss, None
+        if loss is None:
+            raise RuntimeError("backward() needs a loss() first")
+        if self._one is None:
+            self._one = torch.ones_like(loss)
+        loss.backward(self._one)
 
 
 def _bare_step(opt: torch.optim.Optimizer) -> Callable[[], Any]:
@@ -188,9 +240,7 @@ def _check_metrics(task: Task, metrics: Mapping[str, float], epoch: int) -> str 
 class _Loop:
     """The per-step state of one training run and its epoch loop."""
 
-    task: Task
-    model: nn.Module
-    zero_grad: Callable[[], Any]
+    gradients: _Gradients
     step: Callable[[], Any]
     batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
     deadline: float | None
@@ -200,15 +250,12 @@ class _Loop:
     # DIVERGENCE_FACTOR x the first loss.
     limit: float = sys.float_info.max
     steps: int = 0
-    one: torch.Tensor | None = None  # d loss / d loss, made once instead of once per backward()
 
     def run_epoch(self, epoch: int) -> tuple[float, str | None]:
         """One pass over the batches: the mean training loss, or why training must stop."""
         total, count = 0.0, 0
         for x, y in self.batches():
-            self.zero_grad()
-            loss = self.task.batch_loss(self.model, x, y)
-            value = loss.item()  # on the CPU a plain read, not a device sync
+            value = self.gradients.loss(x, y)
             if not value <= self.limit:
                 return math.nan, f"diverged: {self._divergence(value)} at epoch {epoch}"
             if self.first_loss is None:
@@ -217,12 +264,10 @@ class _Loop:
                     self.limit = min(DIVERGENCE_FACTOR * value, sys.float_info.max)
             if self.deadline is not None and time.monotonic() > self.deadline:
                 return math.nan, f"time limit {self.time_limit:g} s exceeded at epoch {epoch}"
-            if self.one is None:
-                self.one = torch.ones_like(loss)
-            loss.backward(self.one)
+            self.gradients.backward()
             self.step()
             self.steps += 1
-            size = len(y)
+            size = y.shape[0]  # len() of a tensor is a Python-level call
             total += value * size
             count += size
         return total / count, None
@@ -243,6 +288,7 @@ def train(
     time_limit: float | None = None,
     on_epoch: EpochCallback | None = None,
     flat: bool = True,
+    closed_form: bool = True,
 ) -> TrainingResult:
     """Train a fresh model of ``task`` with ``optimizer`` configured by ``values``.
 
@@ -257,6 +303,9 @@ def train(
         on_epoch: Called after each epoch with the validation metrics; returning a reason stops.
         flat: Step one flat parameter (:func:`flatten_parameters`); ``False`` steps the model's
             tensors one by one (same numbers, slower).
+        closed_form: Compute the loss and gradients of a plain MLP by hand when
+            :func:`studies.fast_mlp.closed_form_for` covers the model and the task (the same
+            gradients up to rounding, faster); ``False`` always goes through autograd.
 
     Returns:
         The model, per-epoch curves and, if training stopped early, why. Divergence reads
@@ -282,12 +331,14 @@ def train(
             None if optimizer.full_batch else values.get("batch_size", task.default_batch_size)
         )
         generator = torch.Generator().manual_seed(seed)
+        gradients: _Gradients | None = closed_form_for(model, task) if closed_form else None
+        if gradients is None:
+            gradients = _Autograd(task, model, zero_grad)
+        targets = gradients.train_targets(task.data.split("train")[1])
         loop = _Loop(
-            task,
-            model,
-            zero_grad,
+            gradients,
             _bare_step(opt),
-            _epoch_batches(task, batch_size, generator),
+            _epoch_batches(task, targets, batch_size, generator),
             deadline,
             time_limit,
         )

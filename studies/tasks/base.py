@@ -21,8 +21,10 @@ from torch import nn
 
 Direction = Literal["maximize", "minimize"]
 Split = Literal["train", "val", "test"]
+LossKind = Literal["cross_entropy", "mse"]
 
 DIRECTIONS: tuple[Direction, ...] = ("maximize", "minimize")
+LOSS_KINDS: tuple[LossKind, ...] = ("cross_entropy", "mse")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,12 @@ class Task(abc.ABC):
             one pass over the training set.
         split_seed: Seed of the train / validation / test split, fixed so that every trial of every
             study sees the same split.
+        loss_kind: What :meth:`batch_loss` computes, when it is exactly
+            ``F.cross_entropy(model(x), y)`` on class indices (``"cross_entropy"``) or
+            ``F.mse_loss(model(x), y)`` (``"mse"``): the training loop may then compute the
+            gradients of a plain MLP by hand (:mod:`studies.fast_mlp`). ``None`` (the default):
+            always autograd. It describes the ``batch_loss`` of the class that declares it, so a
+            subclass overriding ``batch_loss`` trains through autograd until it declares it again.
     """
 
     name: str
@@ -76,6 +84,7 @@ class Task(abc.ABC):
     default_batch_size: int = 32
     steps_per_epoch: int | None = None
     split_seed: int = 0
+    loss_kind: LossKind | None = None
 
     @functools.cached_property
     def data(self) -> TaskData:
@@ -140,6 +149,11 @@ def check_task(task: object) -> None:
         value = getattr(task, attribute)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"task {task.name!r}: {attribute} must be a positive integer")
+    if task.loss_kind is not None and task.loss_kind not in LOSS_KINDS:
+        raise ValueError(
+            f"task {task.name!r}: loss_kind must be None or one of {list(LOSS_KINDS)}, "
+            f"got {task.loss_kind!r}"
+        )
     steps = task.steps_per_epoch
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"task {task.name!r}: steps_per_epoch must be None or a positive integer")

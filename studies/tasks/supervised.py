@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 from torch import nn
 
-from studies.tasks.base import Direction, Split, Task, TaskData
+from studies.tasks.base import Direction, LossKind, Split, Task, TaskData
 
 VAL_FRACTION = 0.2
 TEST_FRACTION = 0.2
@@ -73,6 +73,7 @@ class ClassificationTask(Task):
     default_metric = "val_accuracy"
     per_feature_scaling: bool = True
     input_shape: tuple[int, ...] | None = None
+    loss_kind: LossKind | None = "cross_entropy"  # batch_loss below
 
     @abc.abstractmethod
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
@@ -118,6 +119,7 @@ class RegressionTask(Task):
     )
     default_metric = "val_mse"
     target_std: float = 1.0  # the training target's standard deviation, set by load_data
+    loss_kind: LossKind | None = "mse"  # batch_loss below
 
     @abc.abstractmethod
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
