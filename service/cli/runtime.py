@@ -11,8 +11,10 @@ import os
 import signal
 import threading
 import time
+from socketserver import ThreadingMixIn
 from types import FrameType
 from typing import Annotated
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import typer
 from rich.markup import escape
@@ -118,18 +120,40 @@ def dashboard(
         f"optuna-dashboard of {escape(safe_url(settings.database_url))} at "
         f"[link={url}]{url}[/] (Ctrl-C to stop)"
     )
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        optuna_dashboard.run_server(
-            storage, host=settings.dashboard_host, port=settings.dashboard_port
+        server = make_server(
+            settings.dashboard_host,
+            settings.dashboard_port,
+            optuna_dashboard.wsgi(storage),
+            server_class=_ThreadingWSGIServer,
+            handler_class=_QuietHandler,
         )
-    except KeyboardInterrupt:
-        pass
     except OSError as exc:
+        storage.engine.dispose()
         fail(f"cannot listen on {settings.dashboard_host}:{settings.dashboard_port}: {exc}")
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        # The first signal stops the server; more (make, docker and systemd may repeat it) are
+        # ignored. shutdown() waits for serve_forever(), so it must run off this thread.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        threading.Thread(target=server.shutdown, name="hpt-dashboard-stop").start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        server.serve_forever()
     finally:
+        server.server_close()
         storage.engine.dispose()
 
 
-def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    """One thread per request: a browser polls several dashboard endpoints at once."""
+
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        logging.getLogger("hpt.dashboard").debug(format, *args)
