@@ -860,7 +860,7 @@ def test_make_dashboard(processes: Processes, sqlite_url: str) -> None:
     status_line = get_until_closed(port, "/api/meta").split(b"\r\n", 1)[0]
     assert b" 200 " in status_line, status_line
     exit_code = stop_make(make)
-    assert_stopped_cleanly(make, exit_code, f"Listening on http://127.0.0.1:{port}/")
+    assert_stopped_cleanly(make, exit_code, f"at http://127.0.0.1:{port} (Ctrl-C to stop)")
 
 
 # --------------------------------------------------------------------------- command lines
