@@ -66,5 +66,6 @@ def run_study(
         pruner=make_pruner(pruner, epochs=epochs),
         load_if_exists=True,
     )
+    study.set_metric_names([metric])  # optuna-dashboard labels its axes with it
     study.optimize(make_objective(plan), n_trials=n_trials, catch=(Exception,))
     return study
