@@ -9,7 +9,7 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
-from studies.tasks.base import Direction, Split, Task
+from studies.tasks.base import Direction, Split, Task, TaskData
 
 
 class Point(nn.Module):
@@ -41,6 +41,11 @@ class PointTask(Task):
     @abc.abstractmethod
     def value(self, position: torch.Tensor) -> torch.Tensor:
         """The exact (noise-free) function value at ``position``."""
+
+    def load_data(self) -> TaskData:
+        # No data: one empty sample per split, so every batch is the point alone.
+        x, y = torch.zeros(1, 0), torch.zeros(1)
+        return TaskData(x, y, x, y, x, y)
 
     def build_model(self) -> nn.Module:
         return Point(self.start())

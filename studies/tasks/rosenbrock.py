@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from studies.tasks.base import TaskData
 from studies.tasks.point import PointTask
 
 
@@ -20,10 +19,6 @@ class Rosenbrock(PointTask):
     description = "2-D Rosenbrock valley from (-1.2, 1), no data; loss 0 at (1, 1)."
     default_epochs = 20
     steps_per_epoch = 50
-
-    def load_data(self) -> TaskData:
-        x, y = torch.zeros(1, 0), torch.zeros(1)
-        return TaskData(x, y, x, y, x, y)
 
     def start(self) -> torch.Tensor:
         return torch.tensor([-1.2, 1.0])

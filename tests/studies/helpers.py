@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from studies.tasks.base import TaskData
 from studies.tasks.point import PointTask
 
 ADAM = {"beta1": 0.9, "beta2": 0.999}
@@ -18,10 +17,6 @@ class Parabola(PointTask):
     description = "w^2 from w = 1"
     default_epochs = 3
     steps_per_epoch = 10
-
-    def load_data(self) -> TaskData:
-        x, y = torch.zeros(1, 0), torch.zeros(1)
-        return TaskData(x, y, x, y, x, y)
 
     def start(self) -> torch.Tensor:
         return torch.ones(1)
