@@ -22,9 +22,23 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL, make_url
 
+from tests.processes import PROCESSES_KEY
+
 POSTGRES_URL_ENV = "HPT_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DATABASE_PREFIX = "hpt_t_"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    # A failing test shows what its processes (servers, workers ...) logged: that is what makes
+    # a CI failure debuggable without rerunning it. Fixtures leave them under PROCESSES_KEY.
+    report = yield
+    processes = item.stash.get(PROCESSES_KEY, None)
+    if report.failed and processes is not None:
+        for process in processes.started:
+            report.sections.append((f"log of {process.describe()}", process.tail() or "(empty)"))
+    return report
 
 
 def running_under_ci() -> bool:

@@ -6,80 +6,29 @@ test's report carries the tail of every log, and every process is killed when th
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
-LOG_TAIL_LINES = 120
+from tests.processes import PROCESSES_KEY, Processes, ServiceProcess
+
 POLL_INTERVAL = 0.25
 
 T = TypeVar("T")
 
 
-@dataclass
-class LocalProcess:
-    name: str
-    args: list[str]
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def describe(self) -> str:
-        command = " ".join(self.args)
-        return f"{self.name} (pid {self.popen.pid}, exit {self.popen.poll()}): {command}"
-
-    def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM the process group, then SIGKILL what is left after ``grace`` seconds."""
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.popen.pid, sig)
-            try:
-                self.popen.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                continue
-            # The leader is gone; what it started may not be.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            return
+# The deployment tests' names for the shared process classes of tests/processes.py.
+LocalProcess = ServiceProcess
 
 
-@dataclass
-class LocalProcesses:
-    directory: Path
-    started: list[LocalProcess] = field(default_factory=list)
-
-    def start(self, name: str, args: Sequence[str], env: Mapping[str, str]) -> LocalProcess:
-        log_path = self.directory / f"{len(self.started):02d}-{name}.log"
-        with log_path.open("wb") as log:
-            popen = subprocess.Popen(
-                list(args),
-                env=dict(env),
-                cwd=self.directory,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        process = LocalProcess(name, list(args), popen, log_path)
-        self.started.append(process)
-        return process
+class LocalProcesses(Processes):
+    """``Processes`` (each ``start`` passes the process's whole environment), with waits that
+    watch every process and a graceful ``stop_all``."""
 
     def check_alive(self) -> None:
         """Fail with the log of the first process that died."""
@@ -121,25 +70,12 @@ class LocalProcesses:
             process.stop()
 
 
-_PROCESSES = pytest.StashKey[LocalProcesses]()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
-    report = yield
-    processes = item.stash.get(_PROCESSES, None)
-    if report.failed and processes is not None:
-        for process in processes.started:
-            report.sections.append((f"log of {process.describe()}", process.tail() or "(empty)"))
-    return report
-
-
 @pytest.fixture
 def local_processes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LocalProcesses]:
     directory = tmp_path / "processes"
     directory.mkdir()
     processes = LocalProcesses(directory)
-    request.node.stash[_PROCESSES] = processes
+    request.node.stash[PROCESSES_KEY] = processes  # its logs go in a failing report
     try:
         yield processes
     finally:

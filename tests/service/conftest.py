@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from tests.helpers import free_port, wait_until
+from tests.processes import PROCESSES_KEY
 from tests.service.support import Processes, Server, ServiceProcess
 
 SERVER_START_TIMEOUT = 60.0
@@ -51,26 +52,6 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 # --------------------------------------------------------------------------- processes
 
-_PROCESSES_KEY = pytest.StashKey[Processes]()
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
-    # A failing test shows what its servers and workers logged: that is what makes a CI failure
-    # debuggable without rerunning it.
-    report = yield
-    processes = item.stash.get(_PROCESSES_KEY, None)
-    if report.failed and processes is not None:
-        for process in processes.started:
-            report.sections.append(
-                (
-                    f"log of {process.name} (pid {process.pid}, exit {process.popen.poll()}): "
-                    f"{' '.join(process.args)}",
-                    process.tail() or "(empty)",
-                )
-            )
-    return report
-
 
 def _test_environment() -> dict[str, str]:
     # The tests decide every HPT_* setting; nothing leaks in from the shell that runs them.
@@ -85,7 +66,7 @@ def processes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Proces
     directory = tmp_path / "processes"
     directory.mkdir()
     group = Processes(directory=directory, base_env=_test_environment())
-    request.node.stash[_PROCESSES_KEY] = group
+    request.node.stash[PROCESSES_KEY] = group  # its logs go in a failing report
     try:
         yield group
     finally:

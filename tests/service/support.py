@@ -7,15 +7,12 @@ must still be able to read while that worker holds the lock.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sqlite3
-import subprocess
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -27,116 +24,16 @@ from sqlalchemy.engine import Engine
 from service.db import StudyOptimizerRow, StudyRow, TrialSlotRow
 from tests.helpers import wait_until
 
+# Re-exported: the service tests import the process classes from here.
+from tests.processes import LOG_TAIL_LINES as LOG_TAIL_LINES
+from tests.processes import Processes as Processes
+from tests.processes import ServiceProcess as ServiceProcess
+
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 FINAL_STATUSES = ("completed", "stopped", "failed")
-LOG_TAIL_LINES = 150
 
 
-# --------------------------------------------------------------------------- processes
-
-
-@dataclass
-class ServiceProcess:
-    """One process the test started, with its log file."""
-
-    name: str
-    args: list[str]
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def send(self, sig: int) -> None:
-        if self.alive():
-            os.kill(self.pid, sig)
-
-    def wait(self, timeout: float) -> int:
-        """The exit code, waiting up to ``timeout`` seconds; fails with the log if it hangs."""
-        try:
-            return self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"{self.name} (pid {self.pid}) still running after {timeout:.0f}s; "
-                f"its log:\n{self.tail()}"
-            ) from None
-
-    def tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        return "\n".join(self.log().splitlines()[-lines:])
-
-    def kill(self) -> None:
-        """SIGKILL the process and anything it started (it leads its own session and group)."""
-        if self.popen.poll() is None:
-            # Not reaped yet, so its pid, which names the group, cannot have been reused.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGKILL)
-        else:
-            # Reaped: its pid may belong to someone else by now; only its session's members
-            # (processes it started: their pid differs from the session id) are still ours.
-            for member in _session_members(self.pid):
-                if member != self.pid:
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.kill(member, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=10)
-
-
-def _session_members(session_id: int) -> list[int]:
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # exited meanwhile
-        # "pid (comm) state ppid pgrp session ...": comm may hold spaces and parentheses.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[3]) == session_id:
-            members.append(int(entry.name))
-    return members
-
-
-@dataclass
-class Processes:
-    """The processes of one test. ``start`` runs a command with the test's ``HPT_*`` env."""
-
-    directory: Path
-    base_env: dict[str, str]
-    started: list[ServiceProcess] = field(default_factory=list)
-
-    def start(
-        self, name: str, args: Sequence[str], env: Mapping[str, str] | None = None
-    ) -> ServiceProcess:
-        environment = {**self.base_env, **(env or {})}
-        log_path = self.directory / f"{len(self.started):02d}-{name}.log"
-        with log_path.open("wb") as log:
-            popen = subprocess.Popen(
-                list(args),
-                env=environment,
-                cwd=self.directory,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        process = ServiceProcess(name=name, args=list(args), popen=popen, log_path=log_path)
-        self.started.append(process)
-        return process
-
-    def kill_all(self) -> None:
-        for process in self.started:
-            process.kill()
+# --------------------------------------------------------------------------- the server
 
 
 @dataclass
