@@ -22,12 +22,11 @@ from sqlalchemy.engine import Engine
 from optim_core.registry import OPTIMIZERS
 from optim_core.spaces import sample_space, space_from_json
 from service.db import StudyRow, TrialSlotRow, session_scope, utcnow
-from service.errors import Conflict, StudyNotFound, TrialNotFound
+from service.errors import Conflict, TrialNotFound
 from service.queries import as_utc
 from service.slots import (
     ACCEPTING_TRIALS,
     EXTERNAL_TASK,
-    SLOT_FINISHED,
     SLOT_HELD,
     SLOT_RELEASED,
     ClaimedSlot,
@@ -37,8 +36,8 @@ from service.slots import (
     mark_slot_running,
     release_slot,
 )
-from service.worker import trial_seed
-from studies.samplers import make_pruner, make_sampler
+from service.study_ops import study_row
+from studies.samplers import make_pruner, make_sampler, slot_sampler_seed
 
 # The holder recorded on slots taken through the API.
 ASK_TELL_HOLDER = "ask/tell"
@@ -105,9 +104,7 @@ class _HeldTrial:
 
 def _external_study(engine: Engine, name: str) -> _ExternalStudy:
     with session_scope(engine) as session:
-        study = session.scalar(sa.select(StudyRow).where(StudyRow.name == name))
-        if study is None:
-            raise StudyNotFound(name)
+        study = study_row(session, name)
         if study.task != EXTERNAL_TASK:
             raise Conflict(
                 f"study {name!r} trains task {study.task!r}: workers run its trials. Ask/tell is "
@@ -180,7 +177,9 @@ def _start_trial(
         study_name=slot.optuna_study_name,
         storage=storage,
         sampler=make_sampler(
-            slot.sampler, seed=trial_seed(slot.seed, slot.optimizer, slot.ordinal), space=space
+            slot.sampler,
+            seed=slot_sampler_seed(slot.seed, slot.optimizer, slot.ordinal),
+            space=space,
         ),
         pruner=make_pruner(slot.pruner, epochs=slot.epochs),
     )
@@ -252,15 +251,15 @@ def _held_trial(
             f"{label} has ended: its lease ran out or it was told failed. An expired trial is "
             "failed and its params are offered to the next ask"
         )
-    if slot.state == SLOT_FINISHED or slot.state not in SLOT_HELD:
+    if slot.state not in SLOT_HELD:  # finished: told already
         raise Conflict(f"{label} has already been told; ask for a new trial")
     if lease is not None and not secrets.compare_digest(lease, slot.lease_token or ""):
         raise Conflict(
             f"the lease does not match {label}; send the lease that ask returned with it"
         )
-    if storage.get_trial(trial_id).state != TrialState.RUNNING:
+    trial = storage.get_trial(trial_id)
+    if trial.state != TrialState.RUNNING:
         raise Conflict(f"{label} is no longer running; ask for a new trial")
-    user_attrs = storage.get_trial_user_attrs(trial_id)
     return _HeldTrial(
         study=study,
         optimizer=optimizer,
@@ -268,7 +267,7 @@ def _held_trial(
         trial_id=trial_id,
         optuna_study_name=optuna_name,
         slot_id=slot.id,
-        lease_seconds=float(user_attrs.get("lease_seconds", 0.0)),
+        lease_seconds=float(trial.user_attrs.get("lease_seconds", 0.0)),
     )
 
 

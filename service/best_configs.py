@@ -19,9 +19,9 @@ from sqlalchemy.engine import Engine
 
 from optim_core.registry import OPTIMIZERS
 from service.db import StudyOptimizerRow, StudyRow, session_scope
-from service.errors import FieldError, InvalidRequest, StudyNotFound
+from service.errors import FieldError, InvalidRequest
 from service.slots import EXTERNAL_TASK
-from service.study_ops import task_names
+from service.study_ops import study_row, task_names
 from studies.tasks import available_tasks
 
 
@@ -103,9 +103,7 @@ def study_best(*, engine: Engine, storage: optuna.storages.BaseStorage, name: st
         StudyNotFound: no such study.
     """
     with session_scope(engine) as session:
-        study = session.scalar(sa.select(StudyRow).where(StudyRow.name == name))
-        if study is None:
-            raise StudyNotFound(name)
+        study = study_row(session, name)
         task, metric, direction, status = study.task, study.metric, study.direction, study.status
         pairs = [(pair.optimizer, pair.optuna_study_name) for pair in study.optimizers]
     found = (

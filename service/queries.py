@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from service.best_configs import BestTrial, best_trial, hyperparameters, optuna_time, rank
 from service.db import StudyOptimizerRow, StudyRow, TrialSlotRow, WorkerRow, session_scope, utcnow
-from service.errors import FieldError, InvalidRequest, StudyNotFound
+from service.errors import FieldError, InvalidRequest
 from service.slots import (
     ACCEPTING_TRIALS,
     COMPLETED,
@@ -33,6 +33,7 @@ from service.slots import (
     SLOT_FINISHED,
     STUDY_STATUSES,
 )
+from service.study_ops import study_row
 from studies.tasks import available_tasks
 
 # Trial states as the API names them (Optuna's FAIL is "failed", like the per-optimizer counts).
@@ -262,9 +263,7 @@ _STUDY_FIELDS = (
 def _load_study(engine: Engine, name: str, *, heartbeat_interval: int | None = None) -> _Study:
     """Our rows of the study ``name``; with ``heartbeat_interval``, also what the ETA needs."""
     with session_scope(engine) as session:
-        study = session.scalar(sa.select(StudyRow).where(StudyRow.name == name))
-        if study is None:
-            raise StudyNotFound(name)
+        study = study_row(session, name)
         row = {key: getattr(study, key) for key in _STUDY_FIELDS}
         pairs = [
             _Pair(p.optimizer, p.optuna_study_name, p.n_trials, dict(p.search_space))

@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 from optim_core.registry import OPTIMIZERS
 from optim_core.spaces import SpaceError, space_to_json
@@ -349,6 +350,18 @@ def _delete_optuna_studies(storage: optuna.storages.BaseStorage, names: Sequence
             optuna.delete_study(study_name=name, storage=storage)
 
 
+def study_row(session: Session, name: str) -> StudyRow:
+    """The row of the study ``name``, read in ``session``.
+
+    Raises:
+        StudyNotFound: no such study.
+    """
+    study = session.scalar(sa.select(StudyRow).where(StudyRow.name == name))
+    if study is None:
+        raise StudyNotFound(name)
+    return study
+
+
 def study_exists(*, engine: Engine, name: str) -> bool:
     """Whether a study called ``name`` is stored."""
     with session_scope(engine) as session:
@@ -369,9 +382,7 @@ def stop_study(*, engine: Engine, name: str) -> str:
     """
     now = utcnow()
     with session_scope(engine) as session:
-        status = session.scalar(sa.select(StudyRow.status).where(StudyRow.name == name))
-        if status is None:
-            raise StudyNotFound(name)
+        status = study_row(session, name).status
         if status in ACCEPTING_TRIALS:
             session.execute(
                 sa.update(StudyRow)
@@ -396,9 +407,7 @@ def delete_study(*, engine: Engine, storage: optuna.storages.BaseStorage, name: 
         StudyNotFound: no such study.
     """
     with session_scope(engine) as session:
-        study_id = session.scalar(sa.select(StudyRow.id).where(StudyRow.name == name))
-        if study_id is None:
-            raise StudyNotFound(name)
+        study_id = study_row(session, name).id
         pairs = sa.select(StudyOptimizerRow.id).where(StudyOptimizerRow.study_id == study_id)
         optuna_names = list(
             session.scalars(

@@ -15,7 +15,6 @@ import signal
 import socket
 import threading
 import time
-import zlib
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -45,7 +44,7 @@ from service.slots import (
     release_slot,
 )
 from studies.objective import TrialPlan, make_objective
-from studies.samplers import make_pruner, make_sampler
+from studies.samplers import make_pruner, make_sampler, slot_sampler_seed
 from studies.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
@@ -53,17 +52,6 @@ log = logging.getLogger(__name__)
 
 class SlotTakenBack(RuntimeError):
     """The slot was given back (the worker looked dead) before its trial started."""
-
-
-def trial_seed(seed: int | None, optimizer: str, ordinal: int) -> int | None:
-    """A distinct, reproducible sampler seed for the ``ordinal``-th slot of an optimizer.
-
-    Each trial loads its study afresh, so a sampler seeded with the study seed alone would
-    propose the same first point every time.
-    """
-    if seed is None:
-        return None
-    return zlib.crc32(f"{seed}/{optimizer}/{ordinal}".encode())
 
 
 def warm_up_torch() -> None:
@@ -164,8 +152,9 @@ class Worker:
         """Run the trial of a claimed slot and record how it ended. Never raises for a trial."""
         trial_ids: list[int] = []
         try:
-            study = self._load_study(slot)
-            objective = make_objective(self._plan(slot))
+            plan = self._plan(slot)
+            study = self._load_study(slot, plan)
+            objective = make_objective(plan)
 
             def run_trial(trial: optuna.Trial) -> float:
                 # Optuna's heartbeat thread records its first beat concurrently; a running slot
@@ -218,17 +207,13 @@ class Worker:
             time_limit=self.settings.trial_time_limit,
         )
 
-    def _load_study(self, slot: ClaimedSlot) -> optuna.Study:
-        spec = get_optimizer(slot.optimizer)
-        space = space_from_json(slot.search_space, spec.domains)
-        epochs = slot.epochs or self._task(slot.task).default_epochs
+    def _load_study(self, slot: ClaimedSlot, plan: TrialPlan) -> optuna.Study:
+        seed = slot_sampler_seed(slot.seed, slot.optimizer, slot.ordinal)
         return optuna.load_study(
             study_name=slot.optuna_study_name,
             storage=self.storage,
-            sampler=make_sampler(
-                slot.sampler, seed=trial_seed(slot.seed, slot.optimizer, slot.ordinal), space=space
-            ),
-            pruner=make_pruner(slot.pruner, epochs=epochs),
+            sampler=make_sampler(slot.sampler, seed=seed, space=plan.space),
+            pruner=make_pruner(slot.pruner, epochs=plan.epochs),
         )
 
     def _reap(self) -> None:

@@ -86,7 +86,7 @@ def study_direction(task: Task, metric: str) -> str:
         ) from None
 
 
-def trial_seed(base: int, number: int) -> int:
+def training_seed(base: int, number: int) -> int:
     """The seed of trial ``number``: distinct per trial, reproducible from the base seed."""
     return int(np.random.SeedSequence([base, number]).generate_state(1)[0])
 
@@ -121,7 +121,7 @@ def _run_trial(plan: TrialPlan, trial: optuna.Trial) -> float:
         plan.optimizer,
         values,
         epochs=plan.epochs,
-        seed=trial_seed(plan.seed, trial.number),
+        seed=training_seed(plan.seed, trial.number),
         time_limit=plan.time_limit,
         on_epoch=report,
     )

@@ -13,6 +13,7 @@ epoch (1, 2, ...).
 from __future__ import annotations
 
 import warnings
+import zlib
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -168,3 +169,14 @@ def make_pruner(name: str, *, epochs: int | None = None) -> optuna.pruners.BaseP
     except (KeyError, TypeError):
         raise ValueError(f"unknown pruner {name!r}; choose one of {sorted(PRUNERS)}") from None
     return factory(epochs)
+
+
+def slot_sampler_seed(seed: int | None, optimizer: str, ordinal: int) -> int | None:
+    """A distinct, reproducible sampler seed for the ``ordinal``-th trial slot of an optimizer.
+
+    A worker (or an ask) loads the study afresh for every trial, so a sampler seeded with the
+    study seed alone would propose the same first point every time. ``None`` stays unseeded.
+    """
+    if seed is None:
+        return None
+    return zlib.crc32(f"{seed}/{optimizer}/{ordinal}".encode())

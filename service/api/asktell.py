@@ -21,13 +21,14 @@ from service.schemas import (
 router = APIRouter(
     prefix="/api/v1/studies/{name}/trials", tags=["ask/tell"], dependencies=[RequireApiKey]
 )
+_ERRORS = error_responses(400, 401, 404, 409, 422)
 
 
 @router.post(
     "/ask",
     response_model=AskOut,
     summary="Ask for a trial to train",
-    responses=error_responses(400, 401, 404, 409, 422),
+    responses=_ERRORS,
 )
 def ask(
     name: str,
@@ -47,7 +48,7 @@ def ask(
     "/{optimizer}/{number}/report",
     response_model=ReportOut,
     summary="Report an intermediate value",
-    responses=error_responses(400, 401, 404, 409, 422),
+    responses=_ERRORS,
 )
 def report(
     name: str,
@@ -74,7 +75,7 @@ def report(
     "/{optimizer}/{number}/tell",
     response_model=TellOut,
     summary="Tell how a trial ended",
-    responses=error_responses(400, 401, 404, 409, 422),
+    responses=_ERRORS,
 )
 def tell(
     name: str,

@@ -7,7 +7,7 @@ import secrets
 from typing import Annotated
 
 import optuna
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 
@@ -33,6 +33,10 @@ def get_storage(request: Request) -> optuna.storages.RDBStorage:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 StorageDep = Annotated[optuna.storages.RDBStorage, Depends(get_storage)]
+
+# Paging of the list endpoints.
+Limit = Annotated[int, Query(ge=1, le=500)]
+Offset = Annotated[int, Query(ge=0)]
 
 _bearer = HTTPBearer(
     auto_error=False,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from service.api.deps import EngineDep, RequireApiKey, SettingsDep, StorageDep
+from service.api.deps import EngineDep, Limit, Offset, RequireApiKey, SettingsDep, StorageDep
 from service.api.errors import error_responses
 from service.best_configs import BestReport, study_best
 from service.queries import Page, StudyStatus, get_study_status, list_studies
@@ -61,8 +61,8 @@ def list_(
     engine: EngineDep,
     status: Annotated[StudyStatusName | None, Query(description="Only this status.")] = None,
     task: Annotated[str | None, Query(description="Only studies of this task.")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> Page:
     """Studies, newest first."""
     return list_studies(engine=engine, status=status, task=task, limit=limit, offset=offset)

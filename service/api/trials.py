@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from service.api.deps import EngineDep, StorageDep
+from service.api.deps import EngineDep, Limit, Offset, StorageDep
 from service.api.errors import error_responses
 from service.queries import Page, list_trials
 from service.schemas import TrialPageOut, TrialStateName
@@ -26,8 +26,8 @@ def list_(
     storage: StorageDep,
     optimizer: Annotated[str | None, Query(description="Only this optimizer's trials.")] = None,
     state: Annotated[TrialStateName | None, Query(description="Only trials in this state.")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> Page:
     """Trials by optimizer (in the study's order), then by number: state, value,
     hyperparameters, test metrics, timing, reported values and training curves."""

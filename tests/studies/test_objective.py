@@ -9,7 +9,7 @@ import pytest
 
 from optim_core import OPTIMIZERS, SpaceError
 from studies import TrialPlan, make_objective, run_study, study_direction
-from studies.objective import trial_seed
+from studies.objective import training_seed
 from studies.samplers import make_pruner
 from studies.tasks import get_task
 from tests.studies.helpers import ADAM, Parabola
@@ -165,10 +165,10 @@ def test_run_study_refuses_unknown_names_and_bad_overrides():
         run_study("wine_mlp", "adam", n_trials=1, overrides={"momentum": 0.9})
 
 
-def test_trial_seeds_differ_per_trial_and_repeat_per_base_seed():
-    seeds = {trial_seed(0, number) for number in range(100)}
+def test_training_seeds_differ_per_trial_and_repeat_per_base_seed():
+    seeds = {training_seed(0, number) for number in range(100)}
     assert len(seeds) == 100
-    assert trial_seed(3, 7) == trial_seed(3, 7) != trial_seed(4, 7)
+    assert training_seed(3, 7) == training_seed(3, 7) != training_seed(4, 7)
 
 
 def test_a_study_in_sqlite_keeps_its_trials_and_can_be_continued(tmp_path):
