@@ -202,6 +202,11 @@ def finish_slot(engine: Engine, slot_id: int) -> bool:
             .values(finished=StudyOptimizerRow.finished + 1)
             .returning(StudyOptimizerRow.study_id)
         ).scalar_one()
+        # Two claimants finishing the last slots of two optimizers at once would each see the
+        # other's optimizer unfinished (PostgreSQL's READ COMMITTED), and neither would complete
+        # the study. Locking the study row makes the second wait for the first; its check below
+        # then sees the first's commit. (Same lock order as a claim: optimizer row, then study.)
+        session.execute(sa.select(StudyRow.id).where(StudyRow.id == study_id).with_for_update())
         unfinished = sa.select(StudyOptimizerRow.id).where(
             StudyOptimizerRow.study_id == study_id,
             StudyOptimizerRow.finished < StudyOptimizerRow.n_trials,

@@ -281,6 +281,33 @@ def test_racing_threads_finish_exactly_n_trials_despite_failures(engine: Engine)
     assert set(states) <= {SLOT_FINISHED, SLOT_RELEASED}
 
 
+def test_last_slots_of_two_optimizers_finished_at_once_complete_the_study(
+    engine: Engine,
+) -> None:
+    # Each finish sees the other optimizer unfinished unless the completion check is serialized
+    # (a write skew under PostgreSQL's READ COMMITTED): the study would stay running forever.
+    for attempt in range(20):
+        study_id = add_study(engine, f"skew-{attempt}", optimizers=("sgd", "adam"), n_trials=1)
+        slots = [claim(engine), claim(engine)]
+        assert all(slots), "one slot per optimizer"
+        barrier = threading.Barrier(len(slots))
+        outcomes: list[bool] = []
+
+        def finish(slot: ClaimedSlot, barrier: threading.Barrier, outcomes: list[bool]) -> None:
+            barrier.wait()
+            outcomes.append(finish_slot(engine, slot.slot_id))
+
+        threads = [
+            threading.Thread(target=finish, args=(slot, barrier, outcomes)) for slot in slots
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert outcomes == [True, True]
+        assert study_row(engine, study_id).status == COMPLETED, f"attempt {attempt}"
+
+
 # --------------------------------------------------------------------------- finish / release
 
 
