@@ -9,18 +9,33 @@ do (:mod:`service.worker`).
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
+from optuna.storages import RDBStorage
 from starlette.concurrency import run_in_threadpool
 
 from service.api import asktell, best, catalog, health, studies, trials
 from service.api.errors import install_error_handlers
+from service.api.limits import BodySizeLimit
+from service.ask_tell import AskTell
 from service.config import Settings
-from service.db import create_tables, make_engine, make_optuna_storage
+from service.database import Database, is_outage, make_optuna_storage
 from service.metrics import HttpMetrics, RequestMetricsMiddleware, ServiceCollector
+from service.recovery import backfill_slots, recover
+from service.schema import upgrade_database
+from service.slot_guard import SlotGuard
+from service.study_admin import purge_deleting_studies
+
+log = logging.getLogger(__name__)
+
+# Seconds an API request waits for SQLite's write lock before answering 503 (workers wait longer).
+API_SQLITE_BUSY_TIMEOUT = 15.0
 
 ROUTERS = (
     health.router,
@@ -61,24 +76,66 @@ def _version() -> str:
         return "0+unknown"
 
 
+def _janitor(stop: threading.Event, db: Database, storage: RDBStorage, settings: Settings) -> None:
+    """Recovery in the API process too: expired leases are collected when they expire (not at
+    the next ask), and deletes that could not finish at once are finished."""
+    healthy_since = time.monotonic()
+    interval = max(1.0, min(settings.grace_period, settings.lease_seconds) / 2)
+    while not stop.wait(interval):
+        try:
+            if time.monotonic() - healthy_since >= settings.grace_period:
+                done = recover(
+                    db,
+                    storage,
+                    grace_period=settings.grace_period,
+                    max_failed_trials=settings.max_failed_trials,
+                )
+                if done:
+                    log.info("recovered: %s", done)
+            purge_deleting_studies(db, storage)
+        except Exception as exc:
+            healthy_since = time.monotonic()
+            if not is_outage(exc):
+                log.exception("recovery in the API failed")
+
+
+def _open(settings: Settings) -> tuple[Database, RDBStorage, RDBStorage]:
+    db = Database.connect(settings.database_url, busy_timeout=API_SQLITE_BUSY_TIMEOUT)
+    upgrade_database(db)
+    writer = make_optuna_storage(settings.database_url, busy_timeout=API_SQLITE_BUSY_TIMEOUT)
+    reader = make_optuna_storage(
+        settings.database_url, writer=False, busy_timeout=API_SQLITE_BUSY_TIMEOUT
+    )
+    backfill_slots(db, writer)
+    return db, writer, reader
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Build the engine and Optuna storage of this process; close them when the app stops."""
+    """Bring the schema up to date, build the database and Optuna storages of this process, run
+    recovery in the background; close everything when the app stops."""
     settings: Settings = app.state.settings
-    engine = await run_in_threadpool(make_engine, settings.database_url)
-    await run_in_threadpool(create_tables, engine)
-    storage = await run_in_threadpool(make_optuna_storage, settings.database_url)
-    collector = ServiceCollector(
-        engine=engine, storage=storage, heartbeat_interval=settings.heartbeat_interval
-    )
-    app.state.engine, app.state.storage = engine, storage
+    db, writer, reader = await run_in_threadpool(_open, settings)
+    guard = SlotGuard.install(writer.engine)
+    app.state.db = db
+    app.state.writer_storage, app.state.reader_storage = writer, reader
+    app.state.ask_tell = AskTell(db, writer, guard, settings.max_failed_trials)
+    collector = ServiceCollector(db=db, heartbeat_interval=settings.heartbeat_interval)
     app.state.metrics.registry.register(collector)
+    stop = threading.Event()
+    janitor = threading.Thread(
+        target=_janitor, args=(stop, db, writer, settings), name="hpt-recovery", daemon=True
+    )
+    janitor.start()
     try:
         yield
     finally:
+        stop.set()
+        janitor.join(timeout=10)
         app.state.metrics.registry.unregister(collector)
-        engine.dispose()
-        storage.engine.dispose()
+        db.dispose()
+        writer.engine.dispose()
+        reader.engine.dispose()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -100,6 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings if settings is not None else Settings()
     app.state.metrics = HttpMetrics()
     app.add_middleware(RequestMetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(BodySizeLimit, max_bytes=app.state.settings.max_request_bytes)
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

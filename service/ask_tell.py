@@ -1,42 +1,58 @@
 """Ask/tell: trials of task ``external`` studies, trained by the client's own code.
 
-A client asks for a trial and gets its hyperparameters and a lease; it may report intermediate
-values (and hears whether to prune), then tells the outcome. Each ask takes one trial slot exactly
-as a worker does (:mod:`service.slots`), so ``n_trials`` stays exact however many clients ask. A
-lease that runs out without a tell fails the trial and gives its slot back; the next ask is
-offered the same hyperparameters again.
+A client asks for a trial and gets its hyperparameters and a lease (the slot's claim token); it
+may report intermediate values (each report renews the lease, and says whether to prune) and
+renew the lease while it trains, then tells the outcome. Each ask takes one trial slot exactly as
+a worker does (:mod:`service.lifecycle`), so ``n_trials`` stays exact however many clients ask. A
+lease that runs out without a tell is collected by recovery: the trial fails, its slot goes back
+and the next ask is offered the same hyperparameters.
+
+A tell happens exactly once, whatever fails when:
+
+1. the lease is checked (a tell after the lease ran out is a 409, on the database's clock);
+2. Optuna is told (:mod:`service.slot_guard` refuses it if the slot was taken back meanwhile);
+3. the slot is finished or released.
+
+If 3 fails, the slot is still held while Optuna knows the outcome: a retried tell finds Optuna
+told with the same outcome and completes step 3, and recovery does the same when the lease runs
+out. A retried identical tell answers as the first did; a different second tell is a 409.
 """
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
 
 import optuna
 import sqlalchemy as sa
-from optuna.trial import TrialState
-from sqlalchemy.engine import Engine
+from optuna.trial import FrozenTrial, TrialState
 
 from optim_core.registry import OPTIMIZERS
 from optim_core.spaces import sample_space, space_from_json
-from service.db import StudyRow, TrialSlotRow, session_scope, utcnow
-from service.errors import Conflict, TrialNotFound
-from service.queries import as_utc
-from service.slots import (
+from service import optuna_bridge
+from service.database import Database, as_utc, db_now
+from service.errors import Conflict, StudyNotFound, TrialNotFound
+from service.lifecycle import (
+    Claim,
+    Ending,
+    claim_slot,
+    finish_slot,
+    release_slot,
+    renew_lease,
+    start_slot,
+)
+from service.recovery import ending_of
+from service.schemas import AskOut, RenewOut, ReportOut, TellOut
+from service.slot_guard import SlotGuard, SlotTakenBack
+from service.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
+from service.vocabulary import (
     ACCEPTING_TRIALS,
     EXTERNAL_TASK,
-    SLOT_HELD,
-    SLOT_RELEASED,
-    ClaimedSlot,
-    claim_trial_slot,
-    expire_leases,
-    finish_slot,
-    mark_slot_running,
-    release_slot,
+    HELD_SLOT_STATES,
+    SlotOutcome,
+    SlotState,
+    StudyStatus,
 )
-from service.study_ops import study_row
 from studies.samplers import make_pruner, make_sampler, slot_sampler_seed
 
 # The holder recorded on slots taken through the API.
@@ -47,119 +63,91 @@ TOLD_STATES = {
     "pruned": TrialState.PRUNED,
     "failed": TrialState.FAIL,
 }
+_TOLD_OUTCOMES = {
+    "complete": SlotOutcome.COMPLETE,
+    "pruned": SlotOutcome.PRUNED,
+    "failed": SlotOutcome.FAILED,
+}
 
 
 @dataclass(frozen=True)
-class AskedTrial:
-    """A trial handed to an ask/tell client."""
+class AskTell:
+    """What ask/tell needs of the API process: the database, Optuna's storage (whose writes are
+    guarded by ``guard``) and the limits."""
 
-    study: str
-    optimizer: str
-    number: int
-    params: dict[str, Any]
-    python: str
-    lease: str
-    lease_expires_at: datetime
+    db: Database
+    storage: optuna.storages.BaseStorage
+    guard: SlotGuard
+    max_failed_trials: int | None = None
 
 
 @dataclass(frozen=True)
-class Reported:
-    """The answer to a report."""
-
-    should_prune: bool
-    lease_expires_at: datetime | None
-
-
-@dataclass(frozen=True)
-class Told:
-    """How a told trial ended, and the study's status afterwards."""
-
-    study: str
-    optimizer: str
-    number: int
-    state: str
-    value: float | None
-    study_status: str
-
-
-@dataclass(frozen=True)
-class _ExternalStudy:
+class _Study:
     id: int
-    status: str
-    pairs: dict[str, tuple[int, str]]  # optimizer -> (pair id, Optuna study name)
+    name: str
+    status: StudyStatus
     pruner: str
     epochs: int | None
 
 
 @dataclass(frozen=True)
-class _HeldTrial:
-    study: _ExternalStudy
-    optimizer: str
-    number: int
+class _Slot:
+    id: int
+    token: str | None
+    state: SlotState
+    outcome: str | None
+    value: float | None
     trial_id: int
-    optuna_study_name: str
-    slot_id: int
+    trial_number: int
     lease_seconds: float
+    expired: bool
+    optuna_study_name: str
 
 
-def _external_study(engine: Engine, name: str) -> _ExternalStudy:
-    with session_scope(engine) as session:
-        study = study_row(session, name)
+def _external_study(at: AskTell, name: str) -> _Study:
+    with at.db.read() as session:
+        study = session.scalar(sa.select(StudyRow).where(StudyRow.name == name))
+        if study is None or study.status == StudyStatus.DELETING:
+            raise StudyNotFound(name)
         if study.task != EXTERNAL_TASK:
             raise Conflict(
                 f"study {name!r} trains task {study.task!r}: workers run its trials. Ask/tell is "
                 "for studies of task 'external', whose trials your own code trains"
             )
-        return _ExternalStudy(
-            id=study.id,
-            status=study.status,
-            pairs={p.optimizer: (p.id, p.optuna_study_name) for p in study.optimizers},
-            pruner=study.pruner,
-            epochs=study.epochs,
-        )
+        return _Study(study.id, study.name, StudyStatus(study.status), study.pruner, study.epochs)
 
 
-def ask_trial(
-    *,
-    engine: Engine,
-    storage: optuna.storages.BaseStorage,
-    name: str,
-    lease_seconds: float,
-) -> AskedTrial:
+def ask_trial(at: AskTell, name: str, *, lease_seconds: float) -> AskOut:
     """Start the next trial of an external study and lease it to the caller.
-
-    Args:
-        engine: Engine of the service's tables.
-        storage: Optuna's storage.
-        name: The study.
-        lease_seconds: How long the caller has for its tell (each report renews it).
 
     Raises:
         StudyNotFound: no such study.
         Conflict: not an external study, the study takes no more trials, or every slot is held
             by a running trial.
     """
-    study = _external_study(engine, name)
-    expire_leases(engine, storage)
-    slot = claim_trial_slot(
-        engine,
-        holder=ASK_TELL_HOLDER,
-        study_id=study.id,
-        external=True,
-        lease_token=secrets.token_urlsafe(16),
-        lease_seconds=lease_seconds,
+    study = _external_study(at, name)
+    claim = claim_slot(
+        at.db, holder=ASK_TELL_HOLDER, study_id=study.id, external=True, lease_seconds=lease_seconds
     )
-    if slot is None:
-        raise Conflict(_no_free_slot(engine, name))
+    if claim is None:
+        raise Conflict(_no_free_slot(at, name))
     try:
-        return _start_trial(engine, storage, slot, lease_seconds)
-    except BaseException:
-        release_slot(engine, slot.slot_id, reason="the API could not start the trial")
+        with at.guard.holding(claim.slot_id, claim.claim_token):
+            return _start_trial(at, claim, lease_seconds)
+    except BaseException as exc:
+        release_slot(
+            at.db,
+            claim.slot_id,
+            Ending(SlotOutcome.LOST, reason=f"the API could not start the trial: {exc}"),
+            token=claim.claim_token,
+        )
+        if isinstance(exc, SlotTakenBack):
+            raise Conflict("the study was deleted or stopped while the trial started") from exc
         raise
 
 
-def _no_free_slot(engine: Engine, name: str) -> str:
-    study = _external_study(engine, name)
+def _no_free_slot(at: AskTell, name: str) -> str:
+    study = _external_study(at, name)
     if study.status not in ACCEPTING_TRIALS:
         return f"study {name!r} is {study.status}; it takes no new trials"
     return (
@@ -168,206 +156,258 @@ def _no_free_slot(engine: Engine, name: str) -> str:
     )
 
 
-def _start_trial(
-    engine: Engine, storage: optuna.storages.BaseStorage, slot: ClaimedSlot, lease_seconds: float
-) -> AskedTrial:
-    spec = OPTIMIZERS[slot.optimizer]
-    space = space_from_json(slot.search_space, spec.domains)
-    study = optuna.load_study(
-        study_name=slot.optuna_study_name,
-        storage=storage,
+def _start_trial(at: AskTell, claim: Claim, lease_seconds: float) -> AskOut:
+    spec = OPTIMIZERS[claim.optimizer]
+    space = space_from_json(claim.search_space, spec.domains)
+    study = optuna_bridge.load_study(
+        at.storage,
+        claim.optuna_study_name,
         sampler=make_sampler(
-            slot.sampler,
-            seed=slot_sampler_seed(slot.seed, slot.optimizer, slot.ordinal),
+            claim.sampler,
+            seed=slot_sampler_seed(claim.seed, claim.optimizer, claim.ordinal),
             space=space,
         ),
-        pruner=make_pruner(slot.pruner, epochs=slot.epochs),
     )
-    # A trial whose lease ran out was enqueued again: ask() hands it out first, and sampling it
-    # returns its params unchanged.
-    trial = study.ask()
-    try:
-        values = sample_space(trial, space)
-        trial.set_user_attr("optimizer", slot.optimizer)
-        trial.set_user_attr("hyperparameters", values)
-        trial.set_user_attr("worker", ASK_TELL_HOLDER)
-        trial.set_user_attr("lease_seconds", lease_seconds)
-        if not mark_slot_running(
-            engine, slot.slot_id, trial_id=trial._trial_id, trial_number=trial.number
-        ):
-            raise Conflict("the lease ran out before the trial could start; ask again")
-    except BaseException:
-        storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-        raise
-    assert slot.lease_token is not None and slot.lease_expires_at is not None
-    return AskedTrial(
-        study=slot.study_name,
-        optimizer=slot.optimizer,
+    fixed = optuna_bridge.fixed_params(space, claim.params) if claim.params else None
+    trial = optuna_bridge.start_trial(
+        study,
+        slot_id=claim.slot_id,
+        origin=claim.origin,
+        fixed=fixed,
+        attrs={"optimizer": claim.optimizer, "worker": ASK_TELL_HOLDER},
+    )
+    values = sample_space(trial, space)
+    trial.set_user_attr("hyperparameters", values)
+    if not start_slot(
+        at.db,
+        claim.slot_id,
+        claim.claim_token,
+        trial_id=trial._trial_id,
+        trial_number=trial.number,
+        params=values,
+    ):
+        raise SlotTakenBack(f"slot {claim.slot_id} was taken back before its trial started")
+    assert claim.lease_expires_at is not None
+    return AskOut(
+        study=claim.study_name,
+        optimizer=claim.optimizer,
         number=trial.number,
         params=values,
         python=spec.python_line(values),
-        lease=slot.lease_token,
-        lease_expires_at=as_utc(slot.lease_expires_at),
+        lease=claim.claim_token,
+        lease_expires_at=as_utc(claim.lease_expires_at),
     )
 
 
-def _held_trial(
-    engine: Engine,
-    storage: optuna.storages.BaseStorage,
-    *,
-    name: str,
-    optimizer: str,
-    number: int,
-    lease: str | None,
-) -> _HeldTrial:
-    """The running trial ``optimizer``/``number`` of an external study, checked to be held by
-    the caller. Expired leases are collected first, so a late caller hears that its ran out."""
-    study = _external_study(engine, name)
-    if optimizer not in study.pairs:
-        raise TrialNotFound(
-            f"study {name!r} has no optimizer {optimizer!r}; its optimizers are "
-            f"{sorted(study.pairs)}"
-        )
-    pair_id, optuna_name = study.pairs[optimizer]
+def _find_slot(at: AskTell, name: str, optimizer: str, number: int) -> tuple[_Study, _Slot]:
+    study = _external_study(at, name)
     label = f"trial {optimizer}/{number} of study {name!r}"
-    expire_leases(engine, storage)
-    try:
-        trial_id = storage.get_trial_id_from_study_id_trial_number(
-            storage.get_study_id_from_name(optuna_name), number
-        )
-    except KeyError:
-        raise TrialNotFound(f"{label} not found; its trial numbers come from ask") from None
-    with session_scope(engine) as session:
-        slot = session.scalar(
-            sa.select(TrialSlotRow)
-            .where(TrialSlotRow.study_optimizer_id == pair_id, TrialSlotRow.trial_id == trial_id)
+    with at.db.read() as session:
+        pair = session.execute(
+            sa.select(StudyOptimizerRow.id, StudyOptimizerRow.optuna_study_name).where(
+                StudyOptimizerRow.study_id == study.id, StudyOptimizerRow.optimizer == optimizer
+            )
+        ).one_or_none()
+        if pair is None:
+            optimizers = session.scalars(
+                sa.select(StudyOptimizerRow.optimizer).where(StudyOptimizerRow.study_id == study.id)
+            ).all()
+            raise TrialNotFound(
+                f"study {name!r} has no optimizer {optimizer!r}; its optimizers are "
+                f"{sorted(optimizers)}"
+            )
+        row = session.execute(
+            sa.select(TrialSlotRow, (TrialSlotRow.lease_expires_at < db_now()).label("expired"))
+            .where(
+                TrialSlotRow.study_optimizer_id == pair.id,
+                TrialSlotRow.trial_number == number,
+            )
             .order_by(TrialSlotRow.id.desc())
             .limit(1)
-        )
-    if slot is None:
-        raise TrialNotFound(f"{label} was not handed out by ask")
-    if slot.state == SLOT_RELEASED:
-        raise Conflict(
-            f"{label} has ended: its lease ran out or it was told failed. An expired trial is "
-            "failed and its params are offered to the next ask"
-        )
-    if slot.state not in SLOT_HELD:  # finished: told already
-        raise Conflict(f"{label} has already been told; ask for a new trial")
-    if lease is not None and not secrets.compare_digest(lease, slot.lease_token or ""):
+        ).one_or_none()
+    if row is None or row[0].trial_id is None:
+        raise TrialNotFound(f"{label} not found; its trial numbers come from ask")
+    slot = row[0]
+    return study, _Slot(
+        id=slot.id,
+        token=slot.claim_token,
+        state=SlotState(slot.state),
+        outcome=slot.outcome,
+        value=slot.value,
+        trial_id=slot.trial_id,
+        trial_number=number,
+        lease_seconds=slot.lease_seconds or 0.0,
+        expired=bool(row.expired),
+        optuna_study_name=pair.optuna_study_name,
+    )
+
+
+def _check_lease(slot: _Slot, lease: str, label: str) -> None:
+    if slot.token is None or not secrets.compare_digest(lease.encode(), slot.token.encode()):
         raise Conflict(
             f"the lease does not match {label}; send the lease that ask returned with it"
         )
-    trial = storage.get_trial(trial_id)
-    if trial.state != TrialState.RUNNING:
-        raise Conflict(f"{label} is no longer running; ask for a new trial")
-    return _HeldTrial(
-        study=study,
-        optimizer=optimizer,
-        number=number,
-        trial_id=trial_id,
-        optuna_study_name=optuna_name,
-        slot_id=slot.id,
-        lease_seconds=float(trial.user_attrs.get("lease_seconds", 0.0)),
-    )
+
+
+def _held(at: AskTell, name: str, optimizer: str, number: int, lease: str) -> _Slot:
+    """The running trial ``optimizer``/``number``, checked to be held by the caller."""
+    _, slot = _find_slot(at, name, optimizer, number)
+    label = f"trial {optimizer}/{number} of study {name!r}"
+    _check_lease(slot, lease, label)
+    if slot.state == SlotState.FINISHED or (
+        slot.state == SlotState.RELEASED and slot.outcome == SlotOutcome.FAILED
+    ):
+        raise Conflict(f"{label} has already been told ({slot.outcome}); ask for a new trial")
+    if slot.state == SlotState.RELEASED:
+        raise Conflict(
+            f"{label} has ended ({slot.outcome}): its lease ran out or its study is being "
+            "deleted. An expired trial is failed and its params are offered to the next ask"
+        )
+    if slot.expired:
+        raise Conflict(
+            f"the lease of {label} ran out; it is failed and its params go to the next ask. "
+            "Renew the lease (POST .../renew, or report) while training"
+        )
+    return slot
 
 
 def report_value(
-    *,
-    engine: Engine,
-    storage: optuna.storages.BaseStorage,
-    name: str,
-    optimizer: str,
-    number: int,
-    step: int,
-    value: float,
-    lease: str | None = None,
-) -> Reported:
-    """Record an intermediate value of a running trial, say whether to prune it, renew its lease.
+    at: AskTell, name: str, optimizer: str, number: int, *, step: int, value: float, lease: str
+) -> ReportOut:
+    """Record an intermediate value of a running trial, renew its lease, say whether to prune.
 
     Raises:
-        StudyNotFound: no such study.
-        TrialNotFound: no such trial.
-        Conflict: the trial has ended, its lease ran out, or ``lease`` is not its lease.
+        StudyNotFound, TrialNotFound: no such study or trial.
+        Conflict: the trial was told already, its lease ran out, or ``lease`` is not its lease.
     """
-    held = _held_trial(engine, storage, name=name, optimizer=optimizer, number=number, lease=lease)
-    study = optuna.load_study(
-        study_name=held.optuna_study_name,
-        storage=storage,
-        sampler=optuna.samplers.RandomSampler(),  # unused here; the cheapest to build
-        pruner=make_pruner(held.study.pruner, epochs=held.study.epochs),
-    )
-    trial = optuna.trial.Trial(study, held.trial_id)
-    trial.report(value, step)
-    should_prune = trial.should_prune()
-    return Reported(should_prune=should_prune, lease_expires_at=_renew_lease(engine, held))
+    slot = _held(at, name, optimizer, number, lease)
+    expires = renew_lease(at.db, slot.id, lease, slot.lease_seconds)
+    if expires is None:
+        raise Conflict(f"the lease of trial {optimizer}/{number} ran out meanwhile; ask again")
+    study = _external_study(at, name)
+    try:
+        with at.guard.holding(slot.id, lease):
+            optuna_study = optuna_bridge.load_study(
+                at.storage,
+                slot.optuna_study_name,
+                pruner=make_pruner(study.pruner, epochs=study.epochs),
+            )
+            trial = optuna.trial.Trial(optuna_study, slot.trial_id)
+            trial.report(value, step)
+            should_prune = trial.should_prune()
+    except SlotTakenBack as exc:
+        raise Conflict(f"trial {optimizer}/{number} has ended meanwhile; ask again") from exc
+    return ReportOut(should_prune=should_prune, lease_expires_at=as_utc(expires))
 
 
-def _renew_lease(engine: Engine, held: _HeldTrial) -> datetime | None:
-    if held.lease_seconds <= 0:
-        return None
-    expires = utcnow() + timedelta(seconds=held.lease_seconds)
-    with session_scope(engine) as session:
-        renewed = session.execute(
-            sa.update(TrialSlotRow)
-            .where(TrialSlotRow.id == held.slot_id, TrialSlotRow.state.in_(SLOT_HELD))
-            .values(lease_expires_at=expires)
-        ).rowcount
-    return as_utc(expires) if renewed else None
+def renew(
+    at: AskTell, name: str, optimizer: str, number: int, *, lease: str, lease_seconds: float | None
+) -> RenewOut:
+    """Extend a running trial's lease (for a client that trains longer than its lease).
+
+    Raises:
+        StudyNotFound, TrialNotFound: no such study or trial.
+        Conflict: the trial was told already, its lease ran out, or ``lease`` is not its lease.
+    """
+    slot = _held(at, name, optimizer, number, lease)
+    expires = renew_lease(at.db, slot.id, lease, lease_seconds or slot.lease_seconds)
+    if expires is None:
+        raise Conflict(f"the lease of trial {optimizer}/{number} ran out meanwhile; ask again")
+    return RenewOut(lease_expires_at=as_utc(expires))
 
 
 def tell_outcome(
-    *,
-    engine: Engine,
-    storage: optuna.storages.BaseStorage,
+    at: AskTell,
     name: str,
     optimizer: str,
     number: int,
-    value: float | None,
+    *,
     state: str,
-    lease: str | None = None,
-    max_failed_trials: int | None = None,
-) -> Told:
+    value: float | None,
+    lease: str,
+) -> TellOut:
     """End a running trial: ``complete`` with its ``value``, ``pruned`` or ``failed``.
 
     A complete or pruned trial counts towards ``n_trials``; a failed one gives its slot back (and
     fails the study after ``max_failed_trials`` failures of one optimizer).
 
     Raises:
-        StudyNotFound: no such study.
-        TrialNotFound: no such trial.
-        Conflict: the trial has ended, its lease ran out, or ``lease`` is not its lease.
+        StudyNotFound, TrialNotFound: no such study or trial.
+        Conflict: a different outcome was told already, the lease ran out, or ``lease`` is not
+            the trial's.
     """
-    held = _held_trial(engine, storage, name=name, optimizer=optimizer, number=number, lease=lease)
-    # The slot ends first: whichever of this tell and a lease expiry ends it wins, and the loser
-    # leaves the Optuna trial alone, so the trial and its slot never disagree.
-    if state == "failed":
-        ended = release_slot(
-            engine,
-            held.slot_id,
-            reason="the client told the trial failed",
-            max_failed_trials=max_failed_trials,
-        )
-    else:
-        ended = finish_slot(engine, held.slot_id)
-    if not ended:
+    study, slot = _find_slot(at, name, optimizer, number)
+    label = f"trial {optimizer}/{number} of study {name!r}"
+    _check_lease(slot, lease, label)
+    told = _TOLD_OUTCOMES[state]
+    if slot.state not in HELD_SLOT_STATES:
+        if slot.outcome == told and (told != SlotOutcome.COMPLETE or slot.value == value):
+            return _told(at, study, optimizer, number, state, slot.value)  # a retried tell
+        if slot.outcome in _TOLD_OUTCOMES.values():
+            shown = (
+                f"{slot.outcome} with value {slot.value}"
+                if slot.value is not None
+                else slot.outcome
+            )
+            raise Conflict(f"{label} was already told {shown}; a trial is told once")
         raise Conflict(
-            f"trial {optimizer}/{number} of study {name!r} ended meanwhile (its lease ran out)"
+            f"{label} has ended ({slot.outcome}) before this tell: its lease ran out or its "
+            "study is being deleted"
         )
-    study = optuna.load_study(
-        study_name=held.optuna_study_name,
-        storage=storage,
-        sampler=optuna.samplers.RandomSampler(),
-    )
-    frozen = study.tell(
-        number, values=value if state == "complete" else None, state=TOLD_STATES[state]
-    )
-    with session_scope(engine) as session:
-        status = session.scalar(sa.select(StudyRow.status).where(StudyRow.id == held.study.id))
-    return Told(
-        study=name,
+    if slot.expired:
+        raise Conflict(
+            f"the lease of {label} ran out before this tell; the trial is failed and its params "
+            "go to the next ask"
+        )
+    frozen = _tell_optuna(at, slot, told, value, label)
+    if told in (SlotOutcome.COMPLETE, SlotOutcome.PRUNED):
+        finish_slot(at.db, slot.id, ending_of(frozen), token=lease)
+    else:
+        release_slot(
+            at.db,
+            slot.id,
+            Ending(
+                SlotOutcome.FAILED,
+                params=optuna_bridge.hyperparameters(frozen),
+                reason="the client told the trial failed",
+            ),
+            token=lease,
+            max_failed_trials=at.max_failed_trials,
+        )
+    return _told(at, study, optimizer, number, state, frozen.value)
+
+
+def _tell_optuna(
+    at: AskTell, slot: _Slot, told: SlotOutcome, value: float | None, label: str
+) -> FrozenTrial:
+    state = TOLD_STATES[str(told)]
+    try:
+        with at.guard.holding(slot.id, slot.token or ""):
+            study = optuna_bridge.load_study(at.storage, slot.optuna_study_name)
+            return study.tell(
+                slot.trial_number, value if told == SlotOutcome.COMPLETE else None, state=state
+            )
+    except SlotTakenBack as exc:
+        raise Conflict(f"{label} ended meanwhile (its lease ran out); ask again") from exc
+    except optuna.exceptions.UpdateFinishedTrialError:
+        frozen = at.storage.get_trial(slot.trial_id)
+        if frozen.state == state and (state != TrialState.COMPLETE or frozen.value == value):
+            return frozen  # told by an earlier attempt whose slot update did not happen
+        raise Conflict(
+            f"{label} already ended as {frozen.state.name.lower()}; a trial is told once"
+        ) from None
+
+
+def _told(
+    at: AskTell, study: _Study, optimizer: str, number: int, state: str, value: float | None
+) -> TellOut:
+    with at.db.read() as session:
+        status = session.scalar(sa.select(StudyRow.status).where(StudyRow.id == study.id))
+    return TellOut(
+        study=study.name,
         optimizer=optimizer,
         number=number,
         state=state,
-        value=frozen.value,
+        value=value if state == "complete" else None,
         study_status=status or "deleted",
     )

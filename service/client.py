@@ -20,12 +20,14 @@ from urllib.parse import quote
 
 import httpx
 
+from service import vocabulary
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_POLL_INTERVAL = 1.0
 API_PREFIX = "/api/v1"
-# Study statuses after which nothing changes any more (service.slots has the full list).
-FINAL_STATUSES = frozenset({"completed", "stopped", "failed"})
+# Study statuses after which nothing changes any more (service.vocabulary.FINAL_STATUSES).
+FINAL_STATUSES = frozenset(str(status) for status in vocabulary.FINAL_STATUSES)
 
 
 class HPTError(Exception):

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
         1.0, gt=0, description="Seconds an idle worker waits before looking for work again."
     )
     log_level: str = Field("info", description="Log level of the API and the workers.")
+    max_request_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body the API accepts (413 above it)."
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -79,6 +82,16 @@ class Settings(BaseSettings):
         if url in ("sqlite://", "sqlite:///:memory:"):
             raise ValueError("an in-memory SQLite database cannot be shared by API and workers")
         return url
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_not_empty(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and not key.get_secret_value().strip():
+            raise ValueError(
+                "HPT_API_KEY is set but empty, which would leave the API open to anyone: "
+                "give it a key (make .env writes a random one), or unset it to run without one"
+            )
+        return key
 
     @property
     def api_key_value(self) -> str | None:

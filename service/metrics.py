@@ -14,15 +14,14 @@ import logging
 import time
 from collections.abc import Iterator
 
-import optuna
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy.engine import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.queries import service_counts
+from service.database import Database
+from service.reads import service_counts
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +89,8 @@ class RequestMetricsMiddleware:
 class ServiceCollector(Collector):
     """Studies, trials, workers and free slots, queried from the database on each scrape."""
 
-    def __init__(
-        self, *, engine: Engine, storage: optuna.storages.RDBStorage, heartbeat_interval: int
-    ) -> None:
-        self.engine = engine
-        self.storage = storage
+    def __init__(self, *, db: Database, heartbeat_interval: int) -> None:
+        self.db = db
         self.heartbeat_interval = heartbeat_interval
 
     def describe(self) -> list[Metric]:
@@ -109,11 +105,7 @@ class ServiceCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         try:
-            counts = service_counts(
-                engine=self.engine,
-                storage=self.storage,
-                heartbeat_interval=self.heartbeat_interval,
-            )
+            counts = service_counts(self.db, heartbeat_interval=self.heartbeat_interval)
         except sa.exc.SQLAlchemyError:
             log.warning("metrics: the database could not be read", exc_info=True)
             yield GaugeMetricFamily("hpt_database_up", "1 when the database answers.", value=0)

@@ -9,16 +9,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
-Direction = Literal["maximize", "minimize"]
-StudyStatusName = Literal["queued", "running", "completed", "stopped", "failed"]
-TrialStateName = Literal["running", "complete", "pruned", "failed", "waiting"]
+from service.vocabulary import Direction, StudyStatus, TrialState
+
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
-# Integer columns are 32-bit on PostgreSQL.
+# Integer columns are 32-bit on PostgreSQL: every integer a client sends is bounded by this.
 INT32_MAX = 2**31 - 1
 MAX_LEASE_SECONDS = 7 * 24 * 3600.0
+# Leases and claim tokens are 32 URL-safe characters; anything longer is not one of ours.
+MAX_TOKEN_LENGTH = 64
+
+# Names kept for the routes' type hints.
+StudyStatusName = StudyStatus
+TrialStateName = TrialState
 
 
 class _Request(BaseModel):
@@ -58,11 +63,17 @@ class StudyCreate(_Request):
         min_length=1, description="Optimizers of GET /api/v1/optimizers, each listed once."
     )
     # Upper limits are the server's (HPT_MAX_TRIALS, HPT_MAX_EPOCHS), checked with the rest.
-    n_trials: int = Field(ge=1, description="Finished trials per optimizer, exactly.")
-    epochs: int | None = Field(None, ge=1, description="Epochs per trial; default: the task's.")
+    n_trials: StrictInt = Field(
+        ge=1, le=INT32_MAX, description="Finished trials per optimizer, exactly."
+    )
+    epochs: StrictInt | None = Field(
+        None, ge=1, le=INT32_MAX, description="Epochs per trial; default: the task's."
+    )
     sampler: str = Field("tpe", description="tpe, random, cmaes, qmc, gp or grid.")
     pruner: str = Field("median", description="none, median, sha or hyperband.")
-    seed: int | None = Field(None, ge=0, le=INT32_MAX, description="Makes the samplers repeatable.")
+    seed: StrictInt | None = Field(
+        None, ge=0, le=INT32_MAX, description="Makes the samplers repeatable."
+    )
     metric: str | None = Field(
         None,
         min_length=1,
@@ -94,10 +105,12 @@ class AskRequest(_Request):
 class ReportRequest(_Request):
     """An intermediate value of a running trial."""
 
-    step: int = Field(ge=0, le=INT32_MAX, description="The step (epoch) the value belongs to.")
+    step: StrictInt = Field(
+        ge=0, le=INT32_MAX, description="The step (epoch) the value belongs to."
+    )
     value: FiniteFloat = Field(description="The metric at that step.")
-    lease: str | None = Field(
-        None, max_length=64, description="The lease of the ask; checked when given."
+    lease: str = Field(
+        min_length=1, max_length=MAX_TOKEN_LENGTH, description="The lease ask returned."
     )
 
 
@@ -108,8 +121,8 @@ class TellRequest(_Request):
     state: Literal["complete", "pruned", "failed"] | None = Field(
         None, description="'pruned' or 'failed' without a value; 'complete' (the default) with one."
     )
-    lease: str | None = Field(
-        None, max_length=64, description="The lease of the ask; checked when given."
+    lease: str = Field(
+        min_length=1, max_length=MAX_TOKEN_LENGTH, description="The lease ask returned."
     )
 
     @model_validator(mode="after")
@@ -125,6 +138,24 @@ class TellRequest(_Request):
     @property
     def outcome(self) -> str:
         return self.state or "complete"
+
+
+class RenewRequest(_Request):
+    """Keep a trial's lease while the client trains longer than it."""
+
+    lease: str = Field(
+        min_length=1, max_length=MAX_TOKEN_LENGTH, description="The lease ask returned."
+    )
+    lease_seconds: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_LEASE_SECONDS,
+        description="Seconds from now; default: the lease's length when it was asked.",
+    )
+
+
+class RenewOut(BaseModel):
+    lease_expires_at: datetime
 
 
 class ErrorOut(BaseModel):
@@ -259,10 +290,15 @@ class StudyPageOut(BaseModel):
 
 class TrialOut(BaseModel):
     optimizer: str
-    number: int
+    number: int | None = Field(description="Optuna's trial number; null while waiting to start.")
     state: TrialStateName
     value: float | None
     params: dict[str, Any]
+    origin: str | None = Field(
+        None,
+        description="Where its hyperparameters came from: portfolio, catalogue, lr_range, "
+        "sampler or retry.",
+    )
     test_value: float | None
     test_metrics: dict[str, Any] | None
     epochs_run: int | None
@@ -299,6 +335,10 @@ class BestOut(BaseModel):
 class StudyDeletedOut(BaseModel):
     name: str
     optuna_studies: list[str] = Field(description="The Optuna studies removed with it.")
+    remaining: list[str] = Field(
+        default_factory=list,
+        description="Optuna studies not removed yet (202): the service retries in the background.",
+    )
 
 
 class AskOut(BaseModel):
@@ -322,4 +362,4 @@ class TellOut(BaseModel):
     number: int
     state: Literal["complete", "pruned", "failed"]
     value: float | None
-    study_status: str
+    study_status: str = Field(description="The study's status after this tell ('deleted' if gone).")

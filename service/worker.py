@@ -1,9 +1,18 @@
 """The worker: claim a trial slot, train it through ``studies``, record the outcome, repeat.
 
 A worker is one process with one torch thread; run one per core. Any number of workers on any
-number of machines may share one database: slots are claimed atomically (:mod:`service.slots`),
-each running trial sends Optuna heartbeats, and every worker gives back the slots of workers whose
-heartbeats stopped. SIGTERM (or SIGINT) lets the running trial finish, then the worker exits.
+number of machines may share one database: slots are claimed atomically
+(:mod:`service.lifecycle`), the worker beats each running slot's heartbeat, and every worker runs
+recovery (:mod:`service.recovery`) for holders that went silent. SIGTERM (or SIGINT) lets the
+running trial finish, then the worker exits.
+
+A trial is told to Optuna first and recorded on its slot second: a worker that dies between the
+two leaves a slot that recovery finishes from Optuna's record. Every Optuna write of a trial is
+checked against its slot (:mod:`service.slot_guard`), so a worker whose slot was taken back (it
+was frozen too long, its study was deleted) writes nothing more.
+
+The database may go away for a while: every database call of the loop is retried with backoff,
+logged once per outage; the worker stays up and picks up where it was.
 """
 
 from __future__ import annotations
@@ -15,43 +24,51 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import TypeVar
 
 import optuna
 import sqlalchemy as sa
 import torch
 from optuna.trial import TrialState
-from sqlalchemy.engine import Engine
 
 from optim_core.registry import get_optimizer
 from optim_core.spaces import space_from_json
+from service import optuna_bridge
 from service.config import Settings
-from service.db import (
-    WorkerRow,
-    create_tables,
-    make_engine,
-    make_optuna_storage,
-    session_scope,
-    utcnow,
-)
-from service.slots import (
-    ClaimedSlot,
-    claim_trial_slot,
+from service.database import Database, db_now, is_outage, make_optuna_storage
+from service.lifecycle import (
+    Claim,
+    Ending,
+    beat,
+    claim_slot,
     finish_slot,
-    mark_slot_running,
-    reclaim_lost_slots,
     release_slot,
+    start_slot,
 )
+from service.recovery import ending_of, forget_dead_workers, recover
+from service.schema import upgrade_database
+from service.slot_guard import SlotGuard, SlotTakenBack
+from service.study_admin import purge_deleting_studies
+from service.tables import WorkerRow
+from service.vocabulary import SlotOutcome
 from studies.objective import TrialPlan, make_objective
 from studies.samplers import make_pruner, make_sampler, slot_sampler_seed
 from studies.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 
-class SlotTakenBack(RuntimeError):
-    """The slot was given back (the worker looked dead) before its trial started."""
+# Backoff while the database is unreachable: first wait, and the longest.
+OUTAGE_FIRST_WAIT = 0.5
+OUTAGE_MAX_WAIT = 5.0
+
+
+class Stopping(RuntimeError):
+    """The worker was asked to stop while waiting for the database."""
 
 
 def warm_up_torch() -> None:
@@ -67,6 +84,55 @@ def warm_up_torch() -> None:
 
 def new_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class OutageWatch:
+    """Retries database calls through an outage, saying so once per outage."""
+
+    name: str
+    stop_event: threading.Event
+    connected_since: float = field(default_factory=time.monotonic)
+    down_since: float | None = None
+
+    def call(self, what: str, fn: Callable[[], T], *, give_up_on_stop: bool = True) -> T:
+        """``fn()``, retried with backoff while the database is unreachable.
+
+        Raises:
+            Stopping: the worker was asked to stop while the database was unreachable.
+        """
+        wait = OUTAGE_FIRST_WAIT
+        while True:
+            try:
+                result = fn()
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                if self.down_since is None:
+                    self.down_since = time.monotonic()
+                    log.warning(
+                        "%s: the database is unreachable (%s: %s); retrying until it is back",
+                        self.name,
+                        what,
+                        str(exc).splitlines()[0][:200],
+                    )
+                if give_up_on_stop and self.stop_event.is_set():
+                    raise Stopping(what) from exc
+                time.sleep(wait)
+                wait = min(wait * 2, OUTAGE_MAX_WAIT)
+                continue
+            if self.down_since is not None:
+                log.warning(
+                    "%s: the database is reachable again after %.0f s",
+                    self.name,
+                    time.monotonic() - self.down_since,
+                )
+                self.down_since = None
+                self.connected_since = time.monotonic()
+            return result
+
+    def connected_for(self) -> float:
+        return 0.0 if self.down_since is not None else time.monotonic() - self.connected_since
 
 
 @dataclass
@@ -86,14 +152,12 @@ class Worker:
     stop_event: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        self.engine: Engine = make_engine(self.settings.database_url)
-        create_tables(self.engine)
-        self.storage = make_optuna_storage(
-            self.settings.database_url,
-            heartbeat_interval=self.settings.heartbeat_interval,
-            grace_period=self.settings.grace_period,
-        )
+        self.db = Database.connect(self.settings.database_url)
+        self.storage = make_optuna_storage(self.settings.database_url)
+        self.guard = SlotGuard.install(self.storage.engine)
+        self.outage = OutageWatch(f"worker {self.worker_id}", self.stop_event)
         self.trials_done = 0
+        self._current: Claim | None = None
         # One instance per task name: a task caches its loaded data, so later trials skip the load.
         self._tasks: dict[str, Task] = {}
 
@@ -115,78 +179,146 @@ class Worker:
         """Work until stopped (or idle / out of trials, when asked to). Returns trials run."""
         torch.set_num_threads(1)
         warm_up_torch()
-        self._register()
-        beat = threading.Thread(target=self._beat, name="hpt-worker-heartbeat", daemon=True)
-        beat.start()
-        log.info("worker %s started on %s", self.worker_id, _safe_url(self.settings.database_url))
-        last_reap = time.monotonic()
+        beat_thread = threading.Thread(target=self._beat, name="hpt-worker-heartbeat", daemon=True)
         try:
-            while not self.stop_event.is_set():
-                if self.max_trials is not None and self.trials_done >= self.max_trials:
-                    break
-                if time.monotonic() - last_reap > self.settings.grace_period:
-                    self._reap()
-                    last_reap = time.monotonic()
-                slot = claim_trial_slot(self.engine, holder=self.worker_id)
-                if slot is None:
-                    self._reap()
-                    last_reap = time.monotonic()
-                    slot = claim_trial_slot(self.engine, holder=self.worker_id)
-                if slot is None:
-                    if self.exit_when_idle:
-                        break
-                    self.stop_event.wait(self.settings.poll_interval)
-                    continue
-                self.run_slot(slot)
-                self.trials_done += 1
+            self.outage.call("upgrade the schema", lambda: upgrade_database(self.db))
+            self.outage.call("register", self._register)
+            beat_thread.start()
+            log.info(
+                "worker %s started on %s", self.worker_id, _safe_url(self.settings.database_url)
+            )
+            self._loop()
+        except Stopping:
+            log.warning("worker %s: stopping while the database is unreachable", self.worker_id)
         finally:
             self.stop_event.set()
-            beat.join(timeout=5)
+            if beat_thread.is_alive():
+                beat_thread.join(timeout=5)
             self._unregister()
-            self.engine.dispose()
+            self.db.dispose()
             self.storage.engine.dispose()
         log.info("worker %s stopped after %d trials", self.worker_id, self.trials_done)
         return self.trials_done
 
-    def run_slot(self, slot: ClaimedSlot) -> None:
+    def _loop(self) -> None:
+        last_recovery = -float("inf")
+        while not self.stop_event.is_set():
+            if self.max_trials is not None and self.trials_done >= self.max_trials:
+                return
+            if time.monotonic() - last_recovery > self.settings.grace_period:
+                self._recover()
+                last_recovery = time.monotonic()
+            claim = self.outage.call(
+                "claim a slot", lambda: claim_slot(self.db, holder=self.worker_id)
+            )
+            if claim is None:
+                if self.exit_when_idle:
+                    return
+                self.stop_event.wait(self.settings.poll_interval)
+                continue
+            self.run_claim(claim)
+            self.trials_done += 1
+
+    def run_claim(self, claim: Claim) -> None:
         """Run the trial of a claimed slot and record how it ended. Never raises for a trial."""
-        trial_ids: list[int] = []
+        self._current = claim
         try:
-            plan = self._plan(slot)
-            study = self._load_study(slot, plan)
-            objective = make_objective(plan)
-
-            def run_trial(trial: optuna.Trial) -> float:
-                # Optuna's heartbeat thread records its first beat concurrently; a running slot
-                # must already have one, or a death right now would leave a trial never stale.
-                self.storage.record_heartbeat(trial._trial_id)
-                if not mark_slot_running(
-                    self.engine, slot.slot_id, trial_id=trial._trial_id, trial_number=trial.number
-                ):
-                    raise SlotTakenBack(f"slot {slot.slot_id} was given back before it started")
-                trial_ids.append(trial._trial_id)
-                trial.set_user_attr("worker", self.worker_id)
-                return objective(trial)
-
-            study.optimize(run_trial, n_trials=1, catch=(Exception,), gc_after_trial=False)
-        except Exception as exc:  # a study that cannot even be loaded: give the slot back
-            log.exception("worker %s: slot %s could not run", self.worker_id, slot.slot_id)
-            self._end_slot(slot, None, reason=f"{type(exc).__name__}: {exc}")
+            with self.guard.holding(claim.slot_id, claim.claim_token):
+                ending = self._train(claim)
+        except SlotTakenBack as exc:
+            log.warning("worker %s: %s", self.worker_id, exc)
             return
-        self._end_slot(slot, trial_ids[0] if trial_ids else None, reason="the trial raised")
+        except Stopping:
+            raise
+        except Exception as exc:  # the study could not even be loaded: give the slot back
+            log.exception("worker %s: slot %s could not run", self.worker_id, claim.slot_id)
+            ending = Ending(SlotOutcome.FAILED, reason=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._current = None
+        self._record(claim, ending)
 
-    def _end_slot(self, slot: ClaimedSlot, trial_id: int | None, *, reason: str) -> None:
-        trial = self.storage.get_trial(trial_id) if trial_id is not None else None
-        if trial is not None and trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            finish_slot(self.engine, slot.slot_id)
+    def _train(self, claim: Claim) -> Ending:
+        plan = self._plan(claim)
+        study = self.outage.call("load the study", lambda: self._load_study(claim, plan))
+        fixed = optuna_bridge.fixed_params(plan.space, claim.params) if claim.params else None
+        trial = self.outage.call(
+            "start the trial",
+            lambda: optuna_bridge.start_trial(
+                study,
+                slot_id=claim.slot_id,
+                origin=claim.origin,
+                fixed=fixed,
+                attrs={"worker": self.worker_id},
+            ),
+        )
+        started = self.outage.call(
+            "record the trial on its slot",
+            lambda: start_slot(
+                self.db,
+                claim.slot_id,
+                claim.claim_token,
+                trial_id=trial._trial_id,
+                trial_number=trial.number,
+                params=claim.params or {},
+            ),
+        )
+        if not started:
+            raise SlotTakenBack(f"slot {claim.slot_id} was given back before its trial started")
+        outage_during_trial = False
+        try:
+            value: float | None = make_objective(plan)(trial)
+            state = TrialState.COMPLETE
+        except optuna.TrialPruned:
+            value, state = None, TrialState.PRUNED
+        except SlotTakenBack:
+            raise
+        except Exception as exc:
+            outage_during_trial = is_outage(exc)
+            log.warning("worker %s: trial %s failed: %s", self.worker_id, trial.number, exc)
+            value, state = None, TrialState.FAIL
+        frozen = self.outage.call(
+            "tell Optuna", lambda: self._tell(study, trial, state, value), give_up_on_stop=False
+        )
+        if frozen.state in optuna_bridge.FINISHED_TRIAL_STATES:
+            return ending_of(frozen)
+        reason = str(frozen.user_attrs.get("error", "the trial raised"))
+        if outage_during_trial:
+            # The database went away under the trial: not the config's fault.
+            return Ending(
+                SlotOutcome.LOST, params=optuna_bridge.hyperparameters(frozen), reason=reason
+            )
+        return Ending(
+            SlotOutcome.FAILED, params=optuna_bridge.hyperparameters(frozen), reason=reason
+        )
+
+    def _tell(
+        self, study: optuna.Study, trial: optuna.Trial, state: TrialState, value: float | None
+    ) -> optuna.trial.FrozenTrial:
+        try:
+            return study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Told meanwhile (a retry after the first tell's answer was lost, or recovery).
+            return self.storage.get_trial(trial._trial_id)
+
+    def _record(self, claim: Claim, ending: Ending) -> None:
+        if ending.outcome in (SlotOutcome.COMPLETE, SlotOutcome.PRUNED):
+            self.outage.call(
+                "record the finished trial",
+                lambda: finish_slot(self.db, claim.slot_id, ending, token=claim.claim_token),
+                give_up_on_stop=False,
+            )
             return
-        if trial is not None:
-            reason = str(trial.user_attrs.get("error", reason))
-        release_slot(
-            self.engine,
-            slot.slot_id,
-            reason=reason,
-            max_failed_trials=self.settings.max_failed_trials,
+        max_failed = None if ending.outcome == SlotOutcome.LOST else self.settings.max_failed_trials
+        self.outage.call(
+            "give the slot back",
+            lambda: release_slot(
+                self.db,
+                claim.slot_id,
+                ending,
+                token=claim.claim_token,
+                max_failed_trials=max_failed,
+            ),
+            give_up_on_stop=False,
         )
 
     def _task(self, name: str) -> Task:
@@ -194,65 +326,88 @@ class Worker:
             self._tasks[name] = get_task(name)
         return self._tasks[name]
 
-    def _plan(self, slot: ClaimedSlot) -> TrialPlan:
-        task = self._task(slot.task)
-        spec = get_optimizer(slot.optimizer)
+    def _plan(self, claim: Claim) -> TrialPlan:
+        task = self._task(claim.task)
+        spec = get_optimizer(claim.optimizer)
         return TrialPlan(
             task=task,
             optimizer=spec,
-            space=space_from_json(slot.search_space, spec.domains),
-            epochs=slot.epochs or task.default_epochs,
-            metric=slot.metric,
-            seed=slot.seed or 0,
+            space=space_from_json(claim.search_space, spec.domains),
+            epochs=claim.epochs or task.default_epochs,
+            metric=claim.metric,
+            seed=claim.seed or 0,
             time_limit=self.settings.trial_time_limit,
         )
 
-    def _load_study(self, slot: ClaimedSlot, plan: TrialPlan) -> optuna.Study:
-        seed = slot_sampler_seed(slot.seed, slot.optimizer, slot.ordinal)
-        return optuna.load_study(
-            study_name=slot.optuna_study_name,
-            storage=self.storage,
-            sampler=make_sampler(slot.sampler, seed=seed, space=plan.space),
-            pruner=make_pruner(slot.pruner, epochs=plan.epochs),
+    def _load_study(self, claim: Claim, plan: TrialPlan) -> optuna.Study:
+        seed = slot_sampler_seed(claim.seed, claim.optimizer, claim.ordinal)
+        return optuna_bridge.load_study(
+            self.storage,
+            claim.optuna_study_name,
+            sampler=make_sampler(claim.sampler, seed=seed, space=plan.space),
+            pruner=make_pruner(claim.pruner, epochs=plan.epochs),
         )
 
-    def _reap(self) -> None:
+    def _recover(self) -> None:
+        # Right after an outage every holder looks silent: let them beat again first.
+        if self.outage.connected_for() < self.settings.grace_period:
+            return
         try:
-            reclaimed = reclaim_lost_slots(
-                self.engine,
+            done = recover(
+                self.db,
                 self.storage,
                 grace_period=self.settings.grace_period,
                 max_failed_trials=self.settings.max_failed_trials,
             )
-        except sa.exc.SQLAlchemyError:
-            log.exception("worker %s: looking for lost slots failed", self.worker_id)
+            forget_dead_workers(self.db, grace_period=self.settings.grace_period)
+            purge_deleting_studies(self.db, self.storage)
+        except Exception as exc:
+            if not is_outage(exc):
+                log.exception("worker %s: recovery failed", self.worker_id)
             return
-        if reclaimed:
-            log.warning("worker %s gave back %d slot(s) of dead workers", self.worker_id, reclaimed)
+        if done:
+            log.warning("worker %s recovered: %s", self.worker_id, done)
 
     def _register(self) -> None:
-        with session_scope(self.engine) as session:
-            session.merge(WorkerRow(id=self.worker_id, host=socket.gethostname(), pid=os.getpid()))
+        with self.db.write() as session:
+            session.merge(
+                WorkerRow(
+                    id=self.worker_id,
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    started_at=db_now(),
+                    last_seen_at=db_now(),
+                    trials_done=0,
+                )
+            )
 
     def _unregister(self) -> None:
         try:
-            with session_scope(self.engine) as session:
+            with self.db.write() as session:
                 session.execute(sa.delete(WorkerRow).where(WorkerRow.id == self.worker_id))
         except sa.exc.SQLAlchemyError:
             log.warning("worker %s could not unregister", self.worker_id)
 
     def _beat(self) -> None:
-        # Liveness for the ETA and /metrics; trials have Optuna's own heartbeat besides.
+        # Liveness of the worker (ETA, /metrics) and of its running slot (recovery).
         while not self.stop_event.wait(self.settings.heartbeat_interval):
+            current = self._current
             try:
-                with session_scope(self.engine) as session:
+                with self.db.write() as session:
                     session.execute(
                         sa.update(WorkerRow)
                         .where(WorkerRow.id == self.worker_id)
-                        .values(last_seen_at=utcnow(), trials_done=self.trials_done)
+                        .values(last_seen_at=db_now(), trials_done=self.trials_done)
                     )
-            except sa.exc.SQLAlchemyError:
-                log.warning("worker %s: heartbeat failed", self.worker_id, exc_info=True)
+                if current is not None and not beat(self.db, current.slot_id, current.claim_token):
+                    log.warning(
+                        "worker %s: slot %s was taken back; its trial stops at its next write",
+                        self.worker_id,
+                        current.slot_id,
+                    )
+            except sa.exc.SQLAlchemyError as exc:
+                if not is_outage(exc):
+                    log.warning("worker %s: heartbeat failed", self.worker_id, exc_info=True)
 
 
 def _safe_url(url: str) -> str:

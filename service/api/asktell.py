@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Path
 
-from service.api.deps import EngineDep, RequireApiKey, SettingsDep, StorageDep
+from service.api.deps import AskTellDep, RequireApiKey, SettingsDep
 from service.api.errors import error_responses
-from service.ask_tell import AskedTrial, Reported, Told, ask_trial, report_value, tell_outcome
+from service.ask_tell import ask_trial, renew, report_value, tell_outcome
 from service.schemas import (
+    INT32_MAX,
     AskOut,
     AskRequest,
+    RenewOut,
+    RenewRequest,
     ReportOut,
     ReportRequest,
     TellOut,
@@ -22,26 +25,21 @@ router = APIRouter(
     prefix="/api/v1/studies/{name}/trials", tags=["ask/tell"], dependencies=[RequireApiKey]
 )
 _ERRORS = error_responses(400, 401, 404, 409, 422)
+TrialNumber = Annotated[int, Path(ge=0, le=INT32_MAX, description="The number ask returned.")]
 
 
-@router.post(
-    "/ask",
-    response_model=AskOut,
-    summary="Ask for a trial to train",
-    responses=_ERRORS,
-)
+@router.post("/ask", response_model=AskOut, summary="Ask for a trial to train", responses=_ERRORS)
 def ask(
     name: str,
-    engine: EngineDep,
-    storage: StorageDep,
+    at: AskTellDep,
     settings: SettingsDep,
     body: Annotated[AskRequest | None, Body()] = None,
-) -> AskedTrial:
+) -> AskOut:
     """The next trial's hyperparameters and a lease. 409 when the study takes no more trials
     or every slot is held by a running trial (retry when one ends). A lease that runs out
     without a tell fails the trial; its hyperparameters go to the next ask."""
     lease_seconds = body.lease_seconds if body and body.lease_seconds else settings.lease_seconds
-    return ask_trial(engine=engine, storage=storage, name=name, lease_seconds=lease_seconds)
+    return ask_trial(at, name, lease_seconds=lease_seconds)
 
 
 @router.post(
@@ -51,24 +49,25 @@ def ask(
     responses=_ERRORS,
 )
 def report(
-    name: str,
-    optimizer: str,
-    number: int,
-    body: ReportRequest,
-    engine: EngineDep,
-    storage: StorageDep,
-) -> Reported:
+    name: str, optimizer: str, number: TrialNumber, body: ReportRequest, at: AskTellDep
+) -> ReportOut:
     """Record the value at a step; the answer says whether to prune. Renews the lease."""
     return report_value(
-        engine=engine,
-        storage=storage,
-        name=name,
-        optimizer=optimizer,
-        number=number,
-        step=body.step,
-        value=body.value,
-        lease=body.lease,
+        at, name, optimizer, number, step=body.step, value=body.value, lease=body.lease
     )
+
+
+@router.post(
+    "/{optimizer}/{number}/renew",
+    response_model=RenewOut,
+    summary="Renew a trial's lease",
+    responses=_ERRORS,
+)
+def renew_lease(
+    name: str, optimizer: str, number: TrialNumber, body: RenewRequest, at: AskTellDep
+) -> RenewOut:
+    """Keep the trial while training takes longer than its lease (a report renews it too)."""
+    return renew(at, name, optimizer, number, lease=body.lease, lease_seconds=body.lease_seconds)
 
 
 @router.post(
@@ -78,24 +77,11 @@ def report(
     responses=_ERRORS,
 )
 def tell(
-    name: str,
-    optimizer: str,
-    number: int,
-    body: TellRequest,
-    engine: EngineDep,
-    storage: StorageDep,
-    settings: SettingsDep,
-) -> Told:
-    """``{"value": v}`` for a complete trial, ``{"state": "pruned"}`` or ``{"state": "failed"}``.
-    A failed trial's slot goes back, so the study still gets its ``n_trials``."""
+    name: str, optimizer: str, number: TrialNumber, body: TellRequest, at: AskTellDep
+) -> TellOut:
+    """``{"value": v}`` for a complete trial, ``{"state": "pruned"}`` or ``{"state": "failed"}``,
+    with the lease. A failed trial's slot goes back, so the study still gets its ``n_trials``.
+    A retried identical tell answers as the first; a different one is a 409."""
     return tell_outcome(
-        engine=engine,
-        storage=storage,
-        name=name,
-        optimizer=optimizer,
-        number=number,
-        value=body.value,
-        state=body.outcome,
-        lease=body.lease,
-        max_failed_trials=settings.max_failed_trials,
+        at, name, optimizer, number, state=body.outcome, value=body.value, lease=body.lease
     )

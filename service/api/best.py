@@ -1,15 +1,17 @@
-"""The best known config per optimizer for a task, over every study of it."""
+"""The best known config per optimizer for a task, over every study of it (the catalogue)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from service.api.deps import EngineDep, StorageDep
+from service.api.deps import DatabaseDep, Limit, Offset
 from service.api.errors import error_responses
-from service.best_configs import BestReport, best_for_task
-from service.schemas import BestOut, Direction
+from service.reads import best_for_task
+from service.schemas import BestOut
+from service.vocabulary import Direction
 
 router = APIRouter(prefix="/api/v1", tags=["best"])
 
@@ -21,8 +23,7 @@ router = APIRouter(prefix="/api/v1", tags=["best"])
     responses=error_responses(422),
 )
 def best(
-    engine: EngineDep,
-    storage: StorageDep,
+    db: DatabaseDep,
     task: Annotated[str, Query(description="A task of GET /api/v1/tasks.")],
     optimizer: Annotated[str | None, Query(description="Only this optimizer.")] = None,
     metric: Annotated[
@@ -32,14 +33,22 @@ def best(
         Direction | None,
         Query(description="For task external: studies of the same metric name may differ."),
     ] = None,
-) -> BestReport:
+    since: Annotated[
+        datetime | None, Query(description="Only studies created at or after this time.")
+    ] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> BestOut:
     """Over every study of ``task`` that optimises ``metric``: each optimizer's best config
-    (best first, with the study it came from) and the overall winner."""
+    (best first, with the study it came from) and the overall winner; ``studies`` lists the
+    studies compared, newest first, a page at a time."""
     return best_for_task(
-        engine=engine,
-        storage=storage,
+        db,
         task=task,
         optimizer=optimizer,
         metric=metric,
         direction=direction,
+        since=since,
+        limit=limit,
+        offset=offset,
     )

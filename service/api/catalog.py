@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from optim_core.registry import OPTIMIZERS
-from service.queries import TaskInfo, task_catalog
+from service.reads import task_catalog
 from service.schemas import OptimizerOut, TaskOut
 
 router = APIRouter(prefix="/api/v1", tags=["catalog"])
@@ -20,7 +20,7 @@ def list_optimizers() -> list[dict[str, Any]]:
 
 
 @router.get("/tasks", response_model=list[TaskOut], summary="Tasks and their metrics")
-def list_tasks() -> list[TaskInfo]:
+def list_tasks() -> list[TaskOut]:
     """Every task a study may train: metrics with their direction, default metric and epochs.
     The pseudo-task ``external`` is last: its trials are trained by the client (ask/tell)."""
     return task_catalog()

@@ -1,5 +1,6 @@
-"""Typed dependencies of the routes: settings, engine and Optuna storage of this process, and the
-API-key check of mutating requests. All of them are built in the app's lifespan, never here."""
+"""Typed dependencies of the routes: settings, the database and Optuna's storages of this process,
+ask/tell, and the API-key check of mutating requests. All of them are built in the app's
+lifespan (:mod:`service.app`), never here."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from typing import Annotated
 import optuna
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.engine import Engine
 
+from service.ask_tell import AskTell
 from service.config import Settings
+from service.database import Database
 from service.errors import Unauthorized
+from service.schemas import INT32_MAX
 
 
 def get_settings(request: Request) -> Settings:
@@ -20,23 +23,34 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_engine(request: Request) -> Engine:
-    """The engine of the service's tables (built once per process)."""
-    return request.app.state.engine
+def get_db(request: Request) -> Database:
+    """The database of this process (a reader and a writer engine)."""
+    return request.app.state.db
 
 
-def get_storage(request: Request) -> optuna.storages.RDBStorage:
-    """Optuna's storage (built once per process, without heartbeat: the API never trains)."""
-    return request.app.state.storage
+def get_reader(request: Request) -> optuna.storages.RDBStorage:
+    """Optuna's storage for reads: on SQLite it never waits for the write lock."""
+    return request.app.state.reader_storage
+
+
+def get_writer(request: Request) -> optuna.storages.RDBStorage:
+    """Optuna's storage for writes (its writes are checked against their slot)."""
+    return request.app.state.writer_storage
+
+
+def get_ask_tell(request: Request) -> AskTell:
+    return request.app.state.ask_tell
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-EngineDep = Annotated[Engine, Depends(get_engine)]
-StorageDep = Annotated[optuna.storages.RDBStorage, Depends(get_storage)]
+DatabaseDep = Annotated[Database, Depends(get_db)]
+ReaderDep = Annotated[optuna.storages.RDBStorage, Depends(get_reader)]
+WriterDep = Annotated[optuna.storages.RDBStorage, Depends(get_writer)]
+AskTellDep = Annotated[AskTell, Depends(get_ask_tell)]
 
-# Paging of the list endpoints.
+# Paging of the list endpoints; offsets beyond any table are refused rather than overflowing.
 Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=INT32_MAX)]
 
 _bearer = HTTPBearer(
     auto_error=False,

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from optim_core.spaces import SpaceError
+from service.database import is_outage
 from service.errors import (
     Conflict,
     InvalidRequest,
@@ -25,6 +26,7 @@ from service.errors import (
     dotted_loc,
 )
 from service.schemas import ErrorOut, ValidationErrorOut
+from service.slot_guard import SlotTakenBack
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ _DESCRIPTIONS = {
     401: "An API key is needed (HPT_API_KEY is set on the server).",
     404: "No study (or trial) by that name.",
     409: "The request clashes with the current state; the message says which way.",
+    413: "The request body is larger than this server accepts (HPT_MAX_REQUEST_BYTES).",
     422: "The request cannot be carried out as sent; each problem names its field.",
     503: "The database is not reachable.",
 }
@@ -132,6 +135,10 @@ async def handle_database_error(request: Request, exc: Exception) -> JSONRespons
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if is_outage(exc):  # Optuna's StorageInternalError, a pool timeout ...
+        return await handle_database_error(request, exc)
+    if isinstance(exc, SlotTakenBack):
+        return _json_error(409, f"the trial ended meanwhile: {exc}")
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return _json_error(500, "internal error; the server log has the details")
 
@@ -143,4 +150,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, handle_request_validation)
     app.add_exception_handler(StarletteHTTPException, handle_http_exception)
     app.add_exception_handler(sa.exc.OperationalError, handle_database_error)
+    app.add_exception_handler(sa.exc.InterfaceError, handle_database_error)
     app.add_exception_handler(Exception, handle_unexpected)

@@ -9,8 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.api.deps import EngineDep, SettingsDep
-from service.db import database_reachable
+from service.api.deps import DatabaseDep, SettingsDep
 from service.schemas import HealthOut
 
 router = APIRouter(tags=["operations"])
@@ -22,9 +21,9 @@ router = APIRouter(tags=["operations"])
     summary="Liveness and database reachability",
     responses={503: {"model": HealthOut, "description": "The database is not reachable."}},
 )
-def healthz(engine: EngineDep, settings: SettingsDep) -> Any:
+def healthz(db: DatabaseDep, settings: SettingsDep) -> Any:
     """200 while the API runs and reaches its database; 503 when the database is unreachable."""
-    if database_reachable(engine):
+    if db.reachable():
         return HealthOut(status="ok", database="ok")
     url = sa.engine.make_url(settings.database_url).render_as_string(hide_password=True)
     unhealthy = HealthOut(

@@ -5,20 +5,24 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from fastapi.responses import JSONResponse
 
-from service.api.deps import EngineDep, Limit, Offset, RequireApiKey, SettingsDep, StorageDep
-from service.api.errors import error_responses
-from service.best_configs import BestReport, study_best
-from service.queries import Page, StudyStatus, get_study_status, list_studies
-from service.schemas import (
-    BestOut,
-    StudyCreate,
-    StudyDeletedOut,
-    StudyOut,
-    StudyPageOut,
-    StudyStatusName,
+from service.api.deps import (
+    DatabaseDep,
+    Limit,
+    Offset,
+    RequireApiKey,
+    SettingsDep,
+    WriterDep,
 )
-from service.study_ops import StudyRequest, create_study, delete_study, stop_study
+from service.api.errors import error_responses
+from service.errors import StudyNotFound
+from service.lifecycle import stop_study
+from service.reads import list_studies, study_best, study_view
+from service.schemas import BestOut, StudyCreate, StudyDeletedOut, StudyOut, StudyPageOut
+from service.study_admin import create_study, delete_study
+from service.study_requests import StudyRequest
+from service.vocabulary import StudyStatus
 
 router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
 
@@ -29,43 +33,45 @@ router = APIRouter(prefix="/api/v1/studies", tags=["studies"])
     response_model=StudyOut,
     summary="Create a study",
     dependencies=[RequireApiKey],
-    responses=error_responses(400, 401, 409, 422),
+    responses=error_responses(400, 401, 409, 413, 422),
 )
 def create(
     body: StudyCreate,
     response: Response,
-    engine: EngineDep,
-    storage: StorageDep,
+    db: DatabaseDep,
+    storage: WriterDep,
     settings: SettingsDep,
-) -> StudyStatus:
+) -> StudyOut | JSONResponse:
     """Queue a study: one Optuna study per optimizer, ``n_trials`` finished trials each, run by
     the workers (or, for task ``external``, by ask/tell clients). Nothing is stored when the
     request is refused."""
     plan = create_study(
-        engine=engine,
-        storage=storage,
-        settings=settings,
-        request=StudyRequest(**body.model_dump()),
+        db=db, storage=storage, settings=settings, request=StudyRequest(**body.model_dump())
     )
     response.headers["Location"] = f"{router.prefix}/{plan.name}"
-    return get_study_status(
-        engine=engine,
-        storage=storage,
-        name=plan.name,
-        heartbeat_interval=settings.heartbeat_interval,
-    )
+    try:
+        return study_view(db, plan.name, heartbeat_interval=settings.heartbeat_interval)
+    except StudyNotFound:
+        # Deleted by another request right after it was created: it was created all the same.
+        return JSONResponse(
+            {"name": plan.name, "status": "deleted"},
+            status_code=201,
+            headers={"Location": response.headers["Location"]},
+        )
 
 
 @router.get("", response_model=StudyPageOut, summary="List studies", responses=error_responses())
 def list_(
-    engine: EngineDep,
-    status: Annotated[StudyStatusName | None, Query(description="Only this status.")] = None,
-    task: Annotated[str | None, Query(description="Only studies of this task.")] = None,
+    db: DatabaseDep,
+    status: Annotated[StudyStatus | None, Query(description="Only this status.")] = None,
+    task: Annotated[
+        str | None, Query(max_length=128, description="Only studies of this task.")
+    ] = None,
     limit: Limit = 50,
     offset: Offset = 0,
-) -> Page:
+) -> StudyPageOut:
     """Studies, newest first."""
-    return list_studies(engine=engine, status=status, task=task, limit=limit, offset=offset)
+    return list_studies(db, status=status, task=task, limit=limit, offset=offset)
 
 
 @router.get(
@@ -74,12 +80,10 @@ def list_(
     summary="Status, progress, best so far and ETA",
     responses=error_responses(404),
 )
-def show(name: str, engine: EngineDep, storage: StorageDep, settings: SettingsDep) -> StudyStatus:
+def show(name: str, db: DatabaseDep, settings: SettingsDep) -> StudyOut:
     """The study's status, per-optimizer trial counts, the best trial of each optimizer and
     overall, and when it should be done."""
-    return get_study_status(
-        engine=engine, storage=storage, name=name, heartbeat_interval=settings.heartbeat_interval
-    )
+    return study_view(db, name, heartbeat_interval=settings.heartbeat_interval)
 
 
 @router.get(
@@ -88,10 +92,10 @@ def show(name: str, engine: EngineDep, storage: StorageDep, settings: SettingsDe
     summary="Best config per optimizer and the winner",
     responses=error_responses(404),
 )
-def best(name: str, engine: EngineDep, storage: StorageDep) -> BestReport:
+def best(name: str, db: DatabaseDep) -> BestOut:
     """Per optimizer, best first: the value, hyperparameters, test metric and the line of Python
     that builds the optimizer; and the overall winner."""
-    return study_best(engine=engine, storage=storage, name=name)
+    return study_best(db, name)
 
 
 @router.post(
@@ -101,13 +105,11 @@ def best(name: str, engine: EngineDep, storage: StorageDep) -> BestReport:
     dependencies=[RequireApiKey],
     responses=error_responses(401, 404, 409),
 )
-def stop(name: str, engine: EngineDep, storage: StorageDep, settings: SettingsDep) -> StudyStatus:
+def stop(name: str, db: DatabaseDep, settings: SettingsDep) -> StudyOut:
     """No new trial starts; running trials finish and are recorded. Stopping a stopped study is
     harmless; a completed or failed one answers 409."""
-    stop_study(engine=engine, name=name)
-    return get_study_status(
-        engine=engine, storage=storage, name=name, heartbeat_interval=settings.heartbeat_interval
-    )
+    stop_study(db, name)
+    return study_view(db, name, heartbeat_interval=settings.heartbeat_interval)
 
 
 @router.delete(
@@ -115,9 +117,17 @@ def stop(name: str, engine: EngineDep, storage: StorageDep, settings: SettingsDe
     response_model=StudyDeletedOut,
     summary="Delete a study",
     dependencies=[RequireApiKey],
-    responses=error_responses(401, 404),
+    responses={
+        **error_responses(401, 404),
+        202: {"model": StudyDeletedOut, "description": "Being deleted; it finishes shortly."},
+    },
 )
-def delete(name: str, engine: EngineDep, storage: StorageDep) -> StudyDeletedOut:
-    """Remove the study, its trial slots and its Optuna studies (with every trial)."""
-    removed = delete_study(engine=engine, storage=storage, name=name)
-    return StudyDeletedOut(name=name, optuna_studies=removed)
+def delete(name: str, db: DatabaseDep, storage: WriterDep) -> StudyDeletedOut | JSONResponse:
+    """Remove the study, its trial slots and its Optuna studies (with every trial). Its running
+    trials are stopped first: their workers write nothing more. 202 when part of it could not
+    be removed yet; the service finishes the delete in the background."""
+    names, left = delete_study(db=db, storage=storage, name=name)
+    if left:
+        body = StudyDeletedOut(name=name, optuna_studies=names, remaining=left)
+        return JSONResponse(body.model_dump(), status_code=202)
+    return StudyDeletedOut(name=name, optuna_studies=names)

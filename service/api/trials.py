@@ -6,10 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from service.api.deps import EngineDep, Limit, Offset, StorageDep
+from service.api.deps import DatabaseDep, Limit, Offset, ReaderDep
 from service.api.errors import error_responses
-from service.queries import Page, list_trials
-from service.schemas import TrialPageOut, TrialStateName
+from service.reads import list_trials
+from service.schemas import TrialPageOut
+from service.vocabulary import TrialState
 
 router = APIRouter(prefix="/api/v1/studies", tags=["trials"])
 
@@ -22,21 +23,16 @@ router = APIRouter(prefix="/api/v1/studies", tags=["trials"])
 )
 def list_(
     name: str,
-    engine: EngineDep,
-    storage: StorageDep,
+    db: DatabaseDep,
+    storage: ReaderDep,
     optimizer: Annotated[str | None, Query(description="Only this optimizer's trials.")] = None,
-    state: Annotated[TrialStateName | None, Query(description="Only trials in this state.")] = None,
+    state: Annotated[TrialState | None, Query(description="Only trials in this state.")] = None,
     limit: Limit = 50,
     offset: Offset = 0,
-) -> Page:
+) -> TrialPageOut:
     """Trials by optimizer (in the study's order), then by number: state, value,
-    hyperparameters, test metrics, timing, reported values and training curves."""
+    hyperparameters and where they came from, test metrics, timing, reported values and
+    training curves."""
     return list_trials(
-        engine=engine,
-        storage=storage,
-        name=name,
-        optimizer=optimizer,
-        state=state,
-        limit=limit,
-        offset=offset,
+        db, storage, name=name, optimizer=optimizer, state=state, limit=limit, offset=offset
     )

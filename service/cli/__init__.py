@@ -36,7 +36,7 @@ from service.cli.common import (
     settings_env,
 )
 from service.cli.formatting import STATUS_STYLES, TRIAL_STATE_STYLES
-from service.cli.runtime import PARENT_CHECK_INTERVAL, dashboard, worker
+from service.cli.runtime import PARENT_CHECK_INTERVAL, dashboard, db_upgrade, worker
 from service.cli.server import DEFAULT_SHUTDOWN_TIMEOUT, HostOption, serve
 from service.cli.study import (
     REQUIRED_FIELDS,
@@ -104,6 +104,7 @@ STUDY_COMMANDS: Mapping[str, Callable[..., None]] = {
     "delete": study_delete,
     "watch": study_watch,
 }
+DB_COMMANDS: Mapping[str, Callable[..., None]] = {"upgrade": db_upgrade}
 
 
 def build_app() -> typer.Typer:
@@ -126,6 +127,10 @@ def build_app() -> typer.Typer:
     for name, command in STUDY_COMMANDS.items():
         study.command(name)(command)
     app.add_typer(study, name="study")
+    db = typer.Typer(help="The database's schema.", no_args_is_help=True)
+    for name, command in DB_COMMANDS.items():
+        db.command(name)(command)
+    app.add_typer(db, name="db")
     return app
 
 

@@ -74,6 +74,39 @@ def worker(
         fail(f"worker: database {safe_url(settings.database_url)} unusable: {exc.orig or exc}")
 
 
+def db_upgrade(database_url: DatabaseOption = None, log_level: LogLevelOption = None) -> None:
+    """Bring the database's schema up to date (the service's tables and Optuna's).
+
+    `hpt serve` and `hpt worker` do this when they start; run it by hand before a deployment to
+    see it happen. Safe while other processes run: one upgrades, the others wait.
+    """
+    settings = load_settings(database_url=database_url, log_level=log_level)
+    configure_logging(settings.log_level)
+    import sqlalchemy as sa
+
+    from service.database import Database, make_optuna_storage
+    from service.recovery import backfill_slots
+    from service.schema import head_revision, upgrade_database
+
+    try:
+        db = Database.connect(settings.database_url)
+        before = upgrade_database(db)
+        storage = make_optuna_storage(settings.database_url)
+        filled = backfill_slots(db, storage)
+        storage.engine.dispose()
+        db.dispose()
+    except sa.exc.SQLAlchemyError as exc:
+        fail(f"cannot upgrade the database {safe_url(settings.database_url)}: {exc}")
+    head = head_revision()
+    if before == head:
+        stdout_console().print(f"the database is up to date (revision {head})")
+    else:
+        stdout_console().print(
+            f"upgraded the database from revision {before or 'empty'} to {head}"
+            + (f"; filled in {filled} finished trial(s) from Optuna" if filled else "")
+        )
+
+
 def _stop_when_parent_exits(parent_pid: int) -> None:
     # A worker of `hpt serve` must not outlive it (kill -9, a crash): it stops like on SIGTERM.
     def watch() -> None:
@@ -109,7 +142,7 @@ def dashboard(
     import optuna_dashboard
     import sqlalchemy as sa
 
-    from service.db import make_optuna_storage
+    from service.database import make_optuna_storage
 
     try:
         storage = make_optuna_storage(settings.database_url)

@@ -88,18 +88,18 @@ def serve(
 
 
 def _initialize_database(url: str) -> None:
-    """Create every table once, before any worker starts, so they never race to do it."""
+    """Bring the schema up to date once, before any worker starts."""
     import sqlalchemy as sa
 
-    from service.db import create_tables, make_engine, make_optuna_storage
+    from service.database import Database
+    from service.schema import upgrade_database
 
     try:
-        engine = make_engine(url)
+        db = Database.connect(url)
         try:
-            create_tables(engine)
+            upgrade_database(db)
         finally:
-            engine.dispose()
-        make_optuna_storage(url).engine.dispose()
+            db.dispose()
     except sa.exc.SQLAlchemyError as exc:
         fail(f"cannot initialize the database {safe_url(url)}: {exc.__class__.__name__}: {exc}")
 

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import Engine
 
+from service.database import Database
 from tests.helpers import free_port, wait_until
 from tests.processes import PROCESSES_KEY
 from tests.service.support import Processes, Server, ServiceProcess
@@ -40,14 +41,21 @@ FAST_ENV = {
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    """The service's engine on a fresh database, with the service's tables created."""
-    from service.db import create_tables, make_engine
+def db(database_url: str) -> Iterator[Database]:
+    """The service's database on a fresh database, its schema up to date."""
+    from service.database import Database
+    from service.schema import upgrade_database
 
-    engine = make_engine(database_url)
-    create_tables(engine)
-    yield engine
-    engine.dispose()
+    db = Database.connect(database_url)
+    upgrade_database(db)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def engine(db: Database) -> Engine:
+    """The service's write engine on a fresh database, its schema up to date."""
+    return db.writer
 
 
 # --------------------------------------------------------------------------- processes

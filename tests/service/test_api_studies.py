@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
-from service.db import StudyOptimizerRow, StudyRow, TrialSlotRow
+from service.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
 from service.queries import estimate_eta
 
 MAX_TRIALS, MAX_EPOCHS = 50, 100

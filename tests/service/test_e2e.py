@@ -10,7 +10,7 @@ import optuna
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
-from service.db import StudyOptimizerRow, StudyRow, TrialSlotRow
+from service.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
 from tests.helpers import wait_until
 from tests.service.support import (
     Server,
@@ -131,12 +131,24 @@ def test_ask_tell_with_api_key_and_an_expired_lease(
         assert first["optimizer"] == "adam" and first["lease"]
         assert {"lr", "beta1", "beta2"} <= set(first["params"])
         trial_url = f"/api/v1/studies/external/trials/adam/{first['number']}"
-        report = api.post(f"{trial_url}/report", json={"step": 0, "value": 0.9})
+        unleased = api.post(f"{trial_url}/report", json={"step": 0, "value": 0.9})
+        assert unleased.status_code == 422, "a report needs the lease"
+        report = api.post(
+            f"{trial_url}/report", json={"step": 0, "value": 0.9, "lease": first["lease"]}
+        )
         assert report.status_code == 200, report.text
         assert report.json()["should_prune"] is False
         told = api.post(f"{trial_url}/tell", json={"value": 0.5, "lease": first["lease"]})
         assert told.status_code == 200, told.text
         assert told.json()["state"] == "complete"
+        again = api.post(f"{trial_url}/tell", json={"value": 0.5, "lease": first["lease"]})
+        assert again.status_code == 200 and again.json() == told.json(), "a retried tell"
+        other = api.post(f"{trial_url}/tell", json={"value": 0.4, "lease": first["lease"]})
+        assert other.status_code == 409 and "already told" in other.json()["detail"]
+        after = api.post(
+            f"{trial_url}/report", json={"step": 1, "value": 0.8, "lease": first["lease"]}
+        )
+        assert after.status_code == 409 and "already been told" in after.json()["detail"]
 
         # A trial asked and never told: its lease runs out, its params go to the next ask.
         lost = api.post("/api/v1/studies/external/trials/ask", json={"lease_seconds": 1}).json()

@@ -1,0 +1,187 @@
+"""What the service does with Optuna, in one place, through Optuna's public API only (the storage
+methods, ``Study``, ``Trial``, ``FrozenTrial``).
+
+Each (study, optimizer) pair is one Optuna study named ``<study>/<optimizer>``. Each trial the
+service starts carries the id of its slot in the user attribute ``hpt_slot``, written in the same
+transaction that creates the trial (``storage.create_new_trial`` with a template trial), so a
+RUNNING trial can always be traced to its slot: one whose slot has ended is an orphan
+(:mod:`service.recovery`).
+
+Times: Optuna writes ``datetime_start``/``datetime_complete`` as naive *local* time of whichever
+process wrote them, so they are never compared with anything here. The service's own record of
+when a trial started and ended is its slot's (on the database's clock).
+
+Where Optuna offers no public way, this module says so: :func:`start_trial` creates a trial
+through the study's own storage, and there is no query for "this page of trials", so pages are
+made of our slot rows, then each trial on the page is read with ``storage.get_trial`` (a handful
+of indexed reads, whatever the study's size).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from optim_core.spaces import Categorical, Dimension, Fixed, Float, Int, OneMinus
+
+log = logging.getLogger(__name__)
+
+SLOT_ATTR = "hpt_slot"
+ORIGIN_ATTR = "origin"
+FINISHED_TRIAL_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def optuna_study_name(study: str, optimizer: str) -> str:
+    """The Optuna study of one (study, optimizer) pair: both parts show in the dashboard."""
+    return f"{study}/{optimizer}"
+
+
+def create_study(
+    storage: optuna.storages.BaseStorage,
+    *,
+    name: str,
+    direction: str,
+    metric: str,
+    attrs: Mapping[str, Any],
+) -> None:
+    """Create one Optuna study with its user attributes (shown by optuna-dashboard).
+
+    Raises:
+        optuna.exceptions.DuplicatedStudyError: the name is taken.
+    """
+    study = optuna.create_study(
+        storage=storage,
+        study_name=name,
+        direction=direction,
+        sampler=optuna.samplers.RandomSampler(),  # unused: trials bring their own sampler
+    )
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+    # The dashboard's axes then say "val_accuracy" rather than "Objective 0".
+    study.set_metric_names([metric])
+
+
+def delete_studies(storage: optuna.storages.BaseStorage, names: Iterable[str]) -> list[str]:
+    """Delete Optuna studies; returns the names that could not be deleted (and still exist)."""
+    left: list[str] = []
+    for name in names:
+        try:
+            optuna.delete_study(study_name=name, storage=storage)
+        except KeyError:
+            continue  # never created, or already deleted
+        except Exception as exc:
+            log.warning("could not delete Optuna study %s: %s", name, exc)
+            if study_exists(storage, name):
+                left.append(name)
+    return left
+
+
+def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    try:
+        storage.get_study_id_from_name(name)
+    except KeyError:
+        return False
+    return True
+
+
+def load_study(
+    storage: optuna.storages.BaseStorage,
+    name: str,
+    *,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+) -> optuna.Study:
+    return optuna.load_study(
+        study_name=name,
+        storage=storage,
+        sampler=sampler or optuna.samplers.RandomSampler(),
+        pruner=pruner,
+    )
+
+
+def fixed_params(space: Mapping[str, Dimension], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Optuna's parameters for the user-facing ``values`` of a planned config (``beta1=0.9`` is
+    Optuna's ``one_minus_beta1=0.1``); fixed dimensions are not Optuna parameters."""
+    params: dict[str, Any] = {}
+    for key, dim in space.items():
+        if key not in values or isinstance(dim, Fixed):
+            continue
+        if isinstance(dim, OneMinus):
+            params[dim.optuna_name_prefix + key] = 1.0 - float(values[key])
+        elif isinstance(dim, Float | Int | Categorical):
+            params[key] = values[key]
+    return params
+
+
+def start_trial(
+    study: optuna.Study,
+    *,
+    slot_id: int,
+    origin: str,
+    fixed: Mapping[str, Any] | None = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> optuna.Trial:
+    """Create a RUNNING trial of ``study`` for a slot, as ``Study.ask`` does, with the slot's id
+    (and ``attrs``) in its user attributes from the start; ``fixed`` parameters are returned by
+    its suggest calls instead of sampled."""
+    template = FrozenTrial(
+        number=-1,  # given by the storage
+        state=TrialState.RUNNING,
+        value=None,
+        datetime_start=datetime.now(),  # Optuna's convention: local time (never compared)
+        datetime_complete=None,
+        params={},
+        distributions={},
+        user_attrs={SLOT_ATTR: slot_id, ORIGIN_ATTR: origin, **(attrs or {})},
+        system_attrs={"fixed_params": dict(fixed)} if fixed else {},
+        intermediate_values={},
+        trial_id=-1,
+    )
+    # No public way: a Study does not expose its storage, and the trial must be created through
+    # it (Optuna's per-study cache must know the trial, or the first suggest fails). This is
+    # what Study.ask does, with the template that carries the slot's id.
+    storage = study._storage
+    trial_id = storage.create_new_trial(study._study_id, template_trial=template)
+    return optuna.Trial(study, trial_id)
+
+
+def get_trial(storage: optuna.storages.BaseStorage, trial_id: int) -> FrozenTrial | None:
+    """The trial, or ``None`` when it no longer exists (its study was deleted)."""
+    try:
+        return storage.get_trial(trial_id)
+    except KeyError:
+        return None
+
+
+def fail_trial(storage: optuna.storages.BaseStorage, trial_id: int) -> FrozenTrial | None:
+    """Fail a RUNNING trial. Returns the trial as it is afterwards: FAIL, or the state someone
+    else finished it in first (COMPLETE, PRUNED); ``None`` if it no longer exists."""
+    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError, KeyError):
+        storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+    return get_trial(storage, trial_id)
+
+
+def running_trials(storage: optuna.storages.BaseStorage, name: str) -> list[FrozenTrial]:
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return []
+    return storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+
+
+def slot_of(trial: FrozenTrial) -> int | None:
+    """The slot a trial was started for (``None``: started by something else)."""
+    slot = trial.user_attrs.get(SLOT_ATTR)
+    return slot if isinstance(slot, int) else None
+
+
+def hyperparameters(trial: FrozenTrial) -> dict[str, Any]:
+    """The user-facing values of a trial (``beta1``, not Optuna's ``one_minus_beta1``)."""
+    values = trial.user_attrs.get("hyperparameters")
+    return dict(values) if isinstance(values, Mapping) else dict(trial.params)
