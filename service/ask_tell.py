@@ -33,6 +33,7 @@ from service import optuna_bridge
 from service.database import Database, as_utc, db_now
 from service.errors import Conflict, StudyNotFound, TrialNotFound
 from service.lifecycle import (
+    RECOVERY_HOLDER,
     Claim,
     Ending,
     claim_slot,
@@ -102,6 +103,7 @@ class _Slot:
     lease_seconds: float
     expired: bool
     optuna_study_name: str
+    taken_over: bool
 
 
 def _external_study(at: AskTell, name: str) -> _Study:
@@ -239,10 +241,15 @@ def _find_slot(at: AskTell, name: str, optimizer: str, number: int) -> tuple[_St
         lease_seconds=slot.lease_seconds or 0.0,
         expired=bool(row.expired),
         optuna_study_name=pair.optuna_study_name,
+        taken_over=slot.holder == RECOVERY_HOLDER,
     )
 
 
 def _check_lease(slot: _Slot, lease: str, label: str) -> None:
+    if slot.taken_over:
+        raise Conflict(
+            f"the lease of {label} ran out; the trial is failed and its params go to the next ask"
+        )
     if slot.token is None or not secrets.compare_digest(lease.encode(), slot.token.encode()):
         raise Conflict(
             f"the lease does not match {label}; send the lease that ask returned with it"

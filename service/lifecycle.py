@@ -327,6 +327,45 @@ def renew_lease(db: Database, slot_id: int, token: str, lease_seconds: float) ->
     return renewed
 
 
+RECOVERY_HOLDER = "recovery"
+"""The holder recorded on a slot that recovery took over from a silent holder."""
+
+
+def silent_holder(grace_period: float) -> Any:
+    """SQL condition: the slot's holder has gone silent (database clock): a worker that has not
+    beaten for ``grace_period`` seconds, or an ask/tell lease that ran out."""
+    leased = TrialSlotRow.lease_expires_at.is_not(None)
+    return sa.and_(
+        TrialSlotRow.state.in_([str(s) for s in HELD_SLOT_STATES]),
+        sa.or_(
+            sa.and_(
+                ~leased,
+                sa.func.coalesce(TrialSlotRow.heartbeat_at, TrialSlotRow.claimed_at)
+                < db_now(-grace_period),
+            ),
+            sa.and_(leased, TrialSlotRow.lease_expires_at < db_now()),
+        ),
+    )
+
+
+def take_over(db: Database, slot_id: int, *, grace_period: float) -> str | None:
+    """Take a held slot from a silent holder: a new claim token, so the holder's guarded writes
+    miss from now on, while the slot stays held until recovery ends it with that token.
+
+    Conditional on the holder still being silent (database clock): a holder that beat in time
+    keeps its slot. Returns the new token, or ``None`` when the holder is alive after all or
+    the slot has ended.
+    """
+    token = new_claim_token()
+    with db.write() as session:
+        result = session.execute(
+            sa.update(TrialSlotRow)
+            .where(TrialSlotRow.id == slot_id, silent_holder(grace_period))
+            .values(claim_token=token, holder=RECOVERY_HOLDER)
+        )
+    return token if result.rowcount == 1 else None
+
+
 # --------------------------------------------------------------------------- ending a slot
 
 

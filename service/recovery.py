@@ -18,6 +18,7 @@ that wakes up and a reaper never both end a slot.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,11 +28,21 @@ from optuna.trial import FrozenTrial, TrialState
 
 from service import optuna_bridge
 from service.database import Database, db_now
-from service.lifecycle import Ending, fill_in_finished, finish_slot, release_slot
+from service.lifecycle import (
+    Ending,
+    fill_in_finished,
+    finish_slot,
+    release_slot,
+    silent_holder,
+    take_over,
+)
 from service.tables import StudyOptimizerRow, StudyRow, TrialSlotRow, WorkerRow
 from service.vocabulary import HELD_SLOT_STATES, SlotOutcome, SlotState, StudyStatus
 
 log = logging.getLogger(__name__)
+
+# Taking the write lock slower than this means heartbeats could not be written either.
+STALL_SECONDS = 1.0
 
 # Studies whose Optuna trials may still be RUNNING.
 _ACTIVE_STATUSES = [str(s) for s in (StudyStatus.QUEUED, StudyStatus.RUNNING, StudyStatus.STOPPED)]
@@ -65,9 +76,14 @@ def recover(
     max_failed_trials: int | None = None,
 ) -> Recovered:
     """One pass of recovery over every study (see the module's docstring)."""
+    if database_stalled(db):
+        # Nobody could beat while the database was stalled: judge silence on the next pass.
+        return Recovered()
     finished = released = 0
     for stale in _stale_slots(db, grace_period):
-        ended = _settle(db, storage, stale, max_failed_trials=max_failed_trials)
+        ended = _settle(
+            db, storage, stale, grace_period=grace_period, max_failed_trials=max_failed_trials
+        )
         finished += ended == SlotState.FINISHED
         released += ended == SlotState.RELEASED
     orphans = fail_orphaned_trials(db, storage)
@@ -75,19 +91,14 @@ def recover(
 
 
 def _stale_slots(db: Database, grace_period: float) -> list[_Stale]:
-    held = TrialSlotRow.state.in_([str(s) for s in HELD_SLOT_STATES])
-    leased = TrialSlotRow.lease_expires_at.is_not(None)
-    silent = sa.and_(
-        ~leased,
-        sa.func.coalesce(TrialSlotRow.heartbeat_at, TrialSlotRow.claimed_at)
-        < db_now(-grace_period),
-    )
-    expired = sa.and_(leased, TrialSlotRow.lease_expires_at < db_now())
     with db.read() as session:
         rows = session.execute(
             sa.select(
-                TrialSlotRow.id, TrialSlotRow.trial_id, TrialSlotRow.holder, leased.label("leased")
-            ).where(held, sa.or_(silent, expired))
+                TrialSlotRow.id,
+                TrialSlotRow.trial_id,
+                TrialSlotRow.holder,
+                TrialSlotRow.lease_expires_at.is_not(None).label("leased"),
+            ).where(silent_holder(grace_period))
         ).all()
     return [_Stale(row.id, row.trial_id, row.holder, bool(row.leased)) for row in rows]
 
@@ -97,26 +108,44 @@ def _settle(
     storage: optuna.storages.BaseStorage,
     stale: _Stale,
     *,
+    grace_period: float,
     max_failed_trials: int | None,
 ) -> SlotState | None:
+    # First the slot is taken from its holder (whose guarded Optuna writes then miss), and only
+    # then is its Optuna trial looked at: whatever the holder wrote before is final by now.
+    token = take_over(db, stale.slot_id, grace_period=grace_period)
+    if token is None:
+        return None  # it beat in time, or ended meanwhile
     trial = None if stale.trial_id is None else optuna_bridge.get_trial(storage, stale.trial_id)
     if trial is not None and trial.state == TrialState.RUNNING:
         trial = optuna_bridge.fail_trial(storage, trial._trial_id)
     if trial is not None and trial.state in optuna_bridge.FINISHED_TRIAL_STATES:
         # Optuna was told, then the holder died (or its lease ran out) before its slot was.
-        if finish_slot(db, stale.slot_id, ending_of(trial)):
-            log.info("slot %s: its trial had ended %s; counted", stale.slot_id, trial.state.name)
-            return SlotState.FINISHED
-        return None
+        finish_slot(db, stale.slot_id, ending_of(trial), token=token)
+        log.info("slot %s: its trial had ended %s; counted", stale.slot_id, trial.state.name)
+        return SlotState.FINISHED
     if stale.leased:
         ending = Ending(SlotOutcome.EXPIRED, reason="the lease ran out without a tell")
     else:
         ending = Ending(
             SlotOutcome.LOST, reason=f"worker {stale.holder} stopped sending heartbeats"
         )
-    if release_slot(db, stale.slot_id, ending, max_failed_trials=max_failed_trials):
-        return SlotState.RELEASED
-    return None
+    if trial is not None:
+        ending = Ending(
+            ending.outcome, params=optuna_bridge.hyperparameters(trial), reason=ending.reason
+        )
+    release_slot(db, stale.slot_id, ending, token=token, max_failed_trials=max_failed_trials)
+    return SlotState.RELEASED
+
+
+def database_stalled(db: Database) -> bool:
+    """Whether taking the write lock just now took so long that heartbeats were held up too
+    (a process frozen in a write transaction on SQLite, a database that was just unreachable).
+    """
+    started = time.monotonic()
+    with db.write() as session:
+        session.execute(sa.select(db_now()))
+    return time.monotonic() - started > STALL_SECONDS
 
 
 def ending_of(trial: FrozenTrial) -> Ending:

@@ -296,9 +296,15 @@ class Worker:
     ) -> optuna.trial.FrozenTrial:
         try:
             return study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            # Told meanwhile (a retry after the first tell's answer was lost, or recovery).
-            return self.storage.get_trial(trial._trial_id)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+            # Finished meanwhile: by this tell's first attempt (its answer was lost in an
+            # outage), or failed by recovery, which took the slot over.
+            frozen = self.storage.get_trial(trial._trial_id)
+            if not frozen.state.is_finished():
+                raise
+            if frozen.state == TrialState.FAIL and state != TrialState.FAIL:
+                raise SlotTakenBack(f"trial {trial.number} was failed by recovery") from None
+            return frozen
 
     def _record(self, claim: Claim, ending: Ending) -> None:
         if ending.outcome in (SlotOutcome.COMPLETE, SlotOutcome.PRUNED):
