@@ -8,19 +8,22 @@ from typing import Any
 
 from rich.markup import escape
 
-STATUS_STYLES = {
-    "queued": "yellow",
-    "running": "cyan",
-    "completed": "green",
-    "stopped": "magenta",
-    "failed": "red",
+from service.vocabulary import StudyStatus, TrialState
+
+STATUS_STYLES: Mapping[str, str] = {
+    StudyStatus.QUEUED: "yellow",
+    StudyStatus.RUNNING: "cyan",
+    StudyStatus.COMPLETED: "green",
+    StudyStatus.STOPPED: "magenta",
+    StudyStatus.FAILED: "red",
+    StudyStatus.DELETING: "dim",
 }
-TRIAL_STATE_STYLES = {
-    "complete": "green",
-    "running": "cyan",
-    "pruned": "yellow",
-    "failed": "red",
-    "waiting": "dim",
+TRIAL_STATE_STYLES: Mapping[str, str] = {
+    TrialState.COMPLETE: "green",
+    TrialState.RUNNING: "cyan",
+    TrialState.PRUNED: "yellow",
+    TrialState.FAILED: "red",
+    TrialState.WAITING: "dim",
 }
 
 
