@@ -200,9 +200,9 @@ def test_zero_variance_on_both_sides():
     # Zero variance on one side only: ordinary Welch with the other side's degrees of freedom.
     one_side = compare("a", [1.0] * 4, "b", [0.5, 0.75, 0.625], "maximize")
     assert one_side.df == pytest.approx(2.0)
-    assert one_side.p_value == pytest.approx(
-        stats.ttest_ind([1.0] * 4, [0.5, 0.75, 0.625], equal_var=False).pvalue
-    )
+    # s_b^2 = 1/64, se = sqrt(1/192), t = 0.375 / se = 3 sqrt(3) on 2 degrees of freedom.
+    assert one_side.statistic == pytest.approx(3 * math.sqrt(3))
+    assert one_side.p_value == pytest.approx(2 * stats.t.sf(3 * math.sqrt(3), 2))
 
 
 def test_one_seed_cannot_be_tested_and_blocks_a_winner():
