@@ -474,18 +474,19 @@ def verdict_sentence(verdict: Verdict) -> str:
         )
     runner_up = verdict.standings[1]
     assert runner_up.comparison is not None
+    test = f"{TEST_SHORT}, {level}"
     if verdict.outcome == "winner":
         return (
-            f"{best.optimizer} wins: mean {figure}, {better} than every other optimizer beyond "
-            f"seed noise ({TEST_SHORT}, {level}; runner-up {runner_up.optimizer} "
-            f"{_figure(runner_up.summary)}, p = {_p(runner_up.comparison.p_adjusted)})."
+            f"{best.optimizer} wins: {figure}, {better} than every other optimizer beyond seed "
+            f"noise ({test}). Runner-up: {runner_up.optimizer}, {_figure(runner_up.summary)}, "
+            f"{_p(runner_up.comparison.p_adjusted)}."
         )
     tied = [s for s in verdict.standings if s.status == "tied"]
     worse = [s.optimizer for s in verdict.standings if s.status == "worse"]
     untestable = [s.optimizer for s in tied if s.comparison and not s.comparison.testable]
     text = (
-        f"No single winner: {_join(verdict.leaders)} are tied (best mean {best.optimizer}, "
-        f"{figure}; the others are not {better} beyond seed noise: {TEST_SHORT}, {level})."
+        f"No single winner: {_join(verdict.leaders)} are tied, none worse than the best mean "
+        f"beyond seed noise ({test}). Best mean: {best.optimizer}, {figure}."
     )
     if untestable:
         text += f" {_join(untestable)}: one seed only, not testable."
@@ -494,12 +495,25 @@ def verdict_sentence(verdict: Verdict) -> str:
     return text
 
 
+def format_mean(summary: Summary) -> str:
+    """``0.9769 ± 0.0045``: the mean to the precision of its interval's half-width (two
+    significant digits); the mean alone (4 significant digits) without an interval."""
+    if summary.mean is None:
+        return "n/a"
+    half = summary.half_width
+    if half is None or half == 0 or not math.isfinite(half):
+        return _number(summary.mean) if half is None else f"{_number(summary.mean)} ± 0"
+    decimals = max(0, 1 - math.floor(math.log10(half)))
+    if decimals > 6 or abs(summary.mean) >= 1e5:
+        return f"{_number(summary.mean)} ± {half:.2g}"
+    return f"{summary.mean:.{decimals}f} ± {half:.{decimals}f}"
+
+
 def _figure(summary: Summary) -> str:
-    """``0.9777 ± 0.0031 (n=5)``: the mean and the half-width of its interval."""
-    mean = _number(summary.mean)
+    """``0.9769 ± 0.0045 (95% CI, 5 seeds)``."""
     if summary.half_width is None:
-        return f"{mean} (n={summary.n}, no interval)"
-    return f"{mean} ± {_number(summary.half_width)} (n={summary.n})"
+        return f"{format_mean(summary)} ({summary.n} seed{'s' * (summary.n != 1)}, no interval)"
+    return f"{format_mean(summary)} ({summary.confidence:.0%} CI, {summary.n} seeds)"
 
 
 def _number(value: float | None) -> str:
@@ -510,8 +524,8 @@ def _number(value: float | None) -> str:
 
 def _p(value: float | None) -> str:
     if value is None:
-        return "n/a"
-    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+        return "p n/a"
+    return "p < 0.001" if value < 0.001 else f"p = {value:.3f}"
 
 
 def _join(names: Sequence[str]) -> str:

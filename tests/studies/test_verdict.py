@@ -14,6 +14,7 @@ from studies.verdict import (
     ConfirmedConfig,
     compare,
     decide,
+    format_mean,
     holm,
     representative_config,
     study_verdict,
@@ -127,9 +128,11 @@ def test_clear_winner():
     # Holm over two comparisons: the larger p is adjusted by 1, the smaller by 2 (gd's is tiny).
     assert runner_up.p_adjusted == pytest.approx(expected, rel=1e-9)
     assert verdict.test == TEST
-    assert verdict.sentence.startswith("adam wins: mean val_accuracy 0.9758 ± ")
-    assert "Welch" in verdict.sentence and "95%" in verdict.sentence
-    assert "runner-up sgd" in verdict.sentence
+    assert verdict.sentence.startswith(
+        "adam wins: val_accuracy 0.9758 ± 0.0040 (95% CI, 5 seeds), higher than every other "
+        "optimizer beyond seed noise (Welch's t-test, Holm-corrected, 95%). Runner-up: sgd, "
+        "0.9608 ± 0.0024 (95% CI, 5 seeds), p < 0.001."
+    )
 
 
 def test_overlapping_leaders_are_tied_and_a_clearly_worse_one_is_not_a_leader():
@@ -144,7 +147,10 @@ def test_overlapping_leaders_are_tied_and_a_clearly_worse_one_is_not_a_leader():
     assert verdict.standing("gd").status == "worse"
     # Holm over three: momentum's comparison is far from significant.
     assert verdict.standing("momentum").comparison.p_adjusted > 0.5
-    assert "No single winner: adam and momentum are tied" in verdict.sentence
+    assert verdict.sentence.startswith(
+        "No single winner: adam and momentum are tied, none worse than the best mean beyond seed "
+        "noise (Welch's t-test, Holm-corrected, 95%). Best mean: adam, acc 0.9758 ± 0.0040"
+    )
     assert "Worse beyond noise: sgd and gd." in verdict.sentence
 
 
@@ -326,3 +332,18 @@ def test_study_verdict_picks_representatives_and_summarises_the_test_metric():
     data = json.loads(json.dumps(result.to_json(), allow_nan=False))
     assert data["results"][0]["config"]["params"] == {"lr": 3e-3}
     assert data["test_metric"] == "test_accuracy"
+
+
+@pytest.mark.parametrize(
+    ("values", "text"),
+    [
+        ([0.975, 0.978, 0.972, 0.980, 0.974], "0.9758 ± 0.0040"),
+        ([1200.0, 1350.0, 1100.0], "1217 ± 313"),
+        ([0.5, 0.5], "0.5 ± 0"),
+        ([0.97], "0.97"),
+        ([], "n/a"),
+        ([2e-7, 3e-7, 2.5e-7], "2.5e-07 ± 1.2e-07"),
+    ],
+)
+def test_means_are_shown_to_the_precision_of_their_interval(values, text):
+    assert format_mean(summarize(values)) == text
