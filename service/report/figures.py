@@ -78,7 +78,7 @@ def best_so_far(report: StudyReport) -> str:
     xs = [0.0, *(x for _, _, points in lines for x, _ in points)]
     ys = [y for _, _, points in lines for _, y in points]
     chart = Chart.create(
-        width=860, height=360, xs=xs, ys=ys, y_log=wants_log(ys, report.direction),
+        width=780, height=360, xs=xs, ys=ys, y_log=wants_log(ys, report.direction),
         title=f"Best {report.metric} so far against epochs spent, per optimizer",
     )  # fmt: skip
     chart.axes("epochs spent (all finished search trials of the optimizer)", metric_label(report))
@@ -121,7 +121,7 @@ def learning_curves(report: StudyReport) -> str:
         if v is not None
     ]
     chart = Chart.create(
-        width=860, height=360, xs=[1.0, *xs], ys=ys, y_log=wants_log(ys, report.direction),
+        width=780, height=360, xs=[1.0, *xs], ys=ys, y_log=wants_log(ys, report.direction),
         title=f"Validation {report.metric} per epoch of each optimizer's confirmed config",
     )  # fmt: skip
     chart.axes("epoch", metric_label(report))
@@ -160,6 +160,8 @@ def lr_sensitivity(report: StudyReport) -> str:
     lrs = [float(t.lr) for _, _, trials in drawn for t in trials]  # type: ignore[arg-type]
     values = [float(t.value) for _, _, trials in drawn for t in trials if t.has_value]  # type: ignore[arg-type]
     y_log = wants_log(values, report.direction)
+    confirmed_lrs = _confirmed_lrs(report)
+    lrs += confirmed_lrs.values()
     panels = []
     for i, optimizer, trials in drawn:
         chart = Chart.create(
@@ -176,6 +178,11 @@ def lr_sensitivity(report: StudyReport) -> str:
             f"{counts['complete']} complete, {counts['pruned']} pruned, "
             f"{counts['failed']} failed</text>"
         )
+        confirmed_lr = confirmed_lrs.get(optimizer.name)
+        if confirmed_lr is not None:
+            chart.vline(
+                confirmed_lr, colour(i), label=f"confirmed config: lr={number(confirmed_lr)}"
+            )
         for trial in trials:
             kind = {"complete": "filled", "pruned": "hollow"}.get(trial.state, "cross")
             if not trial.has_value:
@@ -199,6 +206,7 @@ def lr_sensitivity(report: StudyReport) -> str:
             ("complete trial (final value)", AXIS_COLOUR, "filled"),
             ("pruned trial (value when it stopped)", AXIS_COLOUR, "hollow"),
             ("failed or diverged (no value; on the x axis)", AXIS_COLOUR, "cross"),
+            *([("lr of the confirmed config", AXIS_COLOUR, "dashed")] if confirmed_lrs else []),
         ],
         width=350,
     )
@@ -245,6 +253,18 @@ def importance_bars(report: StudyReport) -> str:
     if not panels:
         return empty("No optimizer in this study.")
     return f'<div class="panels">{"".join(panels)}</div>'
+
+
+def _confirmed_lrs(report: StudyReport) -> dict[str, float]:
+    """Each optimizer's representative confirmed config's lr, where there is one."""
+    if report.verdict is None:
+        return {}
+    found = {}
+    for result in report.verdict.results:
+        lr = None if result.config is None else result.config.params.get("lr")
+        if isinstance(lr, int | float) and not isinstance(lr, bool) and lr > 0:
+            found[result.optimizer] = float(lr)
+    return found
 
 
 def _trial_tooltip(trial: TrialPoint) -> str:

@@ -246,6 +246,15 @@ class Chart:
             f'fill="{fill}"{opacity} stroke="{stroke}" stroke-width="1.4">{tip}</circle>'
         )
 
+    def vline(self, x: float, stroke: str, *, label: str) -> None:
+        """A dashed vertical line across the plot area at ``x`` (data units)."""
+        px = _fmt(self.x(x))
+        self.parts.append(
+            f'<line class="marker-line" x1="{px}" x2="{px}" y1="{_fmt(self.top)}" '
+            f'y2="{_fmt(self.bottom)}" stroke="{stroke}" stroke-width="1.5" '
+            f'stroke-dasharray="5 4"><title>{esc(label)}</title></line>'
+        )
+
     def raw(self, markup: str) -> None:
         """Markup built by the caller from escaped parts."""
         self.parts.append(markup)
@@ -283,6 +292,11 @@ def legend(items: Sequence[tuple[str, str, str]], *, width: int = 0) -> str:
 def _legend_mark(mark: str, stroke: str, y: float) -> str:
     if mark == "line":
         return f'<line x1="2" x2="24" y1="{y}" y2="{y}" stroke="{stroke}" stroke-width="2.5"/>'
+    if mark == "dashed":
+        return (
+            f'<line x1="2" x2="24" y1="{y}" y2="{y}" stroke="{stroke}" stroke-width="1.5" '
+            f'stroke-dasharray="5 4"/>'
+        )
     if mark == "band":
         return (
             f'<rect x="2" y="{y - 6}" width="22" height="12" fill="{stroke}" fill-opacity="0.18"/>'

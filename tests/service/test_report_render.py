@@ -45,7 +45,7 @@ def synthetic_optimizer(name: str, n_trials: int, seed: int) -> tuple[OptimizerR
             trial.suggest_float("one_minus_beta1" if name == "adam" else "one_minus_momentum",
                                 1e-3, 0.5, log=True)  # fmt: skip
         distance = abs(math.log10(lr / peak_lr))
-        if distance > 2.2:
+        if lr > 30 * peak_lr or distance > 2.2:
             raise optuna.TrialPruned()  # diverged, or too slow to be worth finishing
         return peak - sharpness * distance**2 + 0.002 * rng.standard_normal()
 
@@ -56,10 +56,10 @@ def synthetic_optimizer(name: str, n_trials: int, seed: int) -> tuple[OptimizerR
         lr = t.params["lr"]
         diverged = t.state == optuna.trial.TrialState.PRUNED and lr > peak_lr
         state = {"COMPLETE": "complete", "PRUNED": "pruned"}[t.state.name]
-        if diverged and t.number % 3 == 0:
+        if diverged and t.number % 2 == 0:
             state = "failed"
-        value = t.value if state == "complete" else (None if diverged else 0.55)
-        epochs = EPOCHS if state == "complete" else 3
+        value = t.value if state == "complete" else (None if diverged else 0.5 + 0.01 * t.number)
+        epochs = EPOCHS if state == "complete" else 1 if diverged else 4
         trials.append(TrialPoint(t.number, state, value, epochs, lr, dict(t.params),
                                  "loss diverged" if diverged else ""))  # fmt: skip
     best = sorted(
@@ -77,7 +77,12 @@ def synthetic_optimizer(name: str, n_trials: int, seed: int) -> tuple[OptimizerR
         configs.append(ConfirmedConfig(trial.number, params, spec.python_line(params), val, test))
     finals = configs[0].val
     curves = [
-        [final - (final - 0.1) * math.exp(-epoch / 3.0) for epoch in range(1, EPOCHS + 1)]
+        [
+            final
+            - (final - 0.1) * math.exp(-epoch / (2.5 + rng.uniform()))
+            + 0.004 * rng.standard_normal()
+            for epoch in range(1, EPOCHS + 1)
+        ]
         for final in finals
     ]
     report = OptimizerReport(
@@ -171,6 +176,7 @@ def test_finished_study_shows_every_figure_and_the_verdict(finished):
         assert panel.count('class="point ') == len(finished_trials)
         assert panel.count("point-filled") == sum(t.state == "complete" for t in finished_trials)
         assert panel.count("point-cross") == sum(not t.has_value for t in finished_trials)
+        assert panel.count('class="marker-line"') == 1  # the confirmed config's lr
     # Importance bars: one per hyperparameter that was ranked.
     ranked = sum(len(o.importance.importances) for o in finished.optimizers)
     assert parsed.count("rect", "bar") == ranked
