@@ -14,7 +14,7 @@ import pytest
 
 from optim_core.registry import OPTIMIZERS
 from service.report import OptimizerReport, Progress, StudyReport, TrialPoint, render_report
-from service.report.figures import best_so_far_points, mean_curve
+from service.report.figures import best_so_far_points, mean_curve, wants_log
 from service.report.svg import Scale
 from studies.importance import study_param_importances
 from studies.verdict import ConfirmedConfig, format_mean, study_verdict
@@ -352,3 +352,28 @@ def test_scales_have_readable_ticks():
     assert [label for _, label in linear.ticks()] == ["0.90", "0.92", "0.94", "0.96", "0.98"]
     flat = Scale.fit([0.5, 0.5], 0, 10)
     assert flat.low < 0.5 < flat.high
+
+
+def test_losses_spanning_decades_are_drawn_on_a_log_axis():
+    assert wants_log([1e-3, 0.5, 2.0], "minimize")
+    assert not wants_log([0.2, 0.5], "minimize")
+    assert not wants_log([1e-3, 2.0], "maximize")
+    trials = [TrialPoint(i, "complete", 10.0 ** (1 - i), 5, 10 ** (-i / 2)) for i in range(5)]
+    report = StudyReport(
+        name="bowl",
+        task="rosenbrock",
+        metric="loss",
+        direction="minimize",
+        status="running",
+        phase="searching",
+        search=Progress(5, 10),
+        confirm=Progress(0, 0),
+        optimizers=[OptimizerReport("adam", trials)],
+    )
+    page = render_report(report)
+    assert "loss (validation; lower is better)" in page
+    for label in ("10⁻³", "10⁻²", "10⁻¹", ">1<", ">10<"):
+        assert label in page
+    # The best-so-far line falls at every trial: two points per improvement after the first.
+    line = re.search(r'<polyline class="series"[^>]*points="([^"]+)"', page).group(1)
+    assert len(line.split()) == 1 + 2 * 4
