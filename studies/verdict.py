@@ -7,7 +7,9 @@ Pure functions on plain values; the service reads the seeds' values from its tab
    never a made-up zero.
 2. ``representative_config(configs, direction)``: of the configs of one optimizer re-trained on
    several seeds, the one with the best mean (configs with at least two seeds first: a config
-   whose other seeds failed is not allowed to win on one lucky value).
+   whose other seeds failed is not allowed to win on one lucky value). The best of k means is
+   a little optimistic (chosen on the seeds it is then reported with); every optimizer is
+   picked the same way, so the comparison between them stays fair.
 3. ``decide(values_by_optimizer, direction)``: the optimizer with the best mean is the winner
    only when it beats every other one beyond seed noise; otherwise the leaders (the best and every
    optimizer not significantly worse than it) are tied.
@@ -437,10 +439,7 @@ def decide(
     for c in comparisons:
         if c.testable:
             p_adjusted = next(adjusted)
-            c = Comparison(
-                c.best, c.other, c.difference, c.statistic, c.df, c.p_one_sided, c.p_value,
-                p_adjusted, p_adjusted <= alpha, c.note,
-            )  # fmt: skip
+            c = replace(c, p_adjusted=p_adjusted, significant=p_adjusted <= alpha)
         final.append(c)
     standings = [Standing(best, 1, summaries[best], "best")]
     standings += [
