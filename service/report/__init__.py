@@ -11,6 +11,7 @@ from service.report.data import (
     StudyReport,
     TrialPoint,
 )
+from service.report.from_optuna import seed_curve, trial_point, trial_points
 from service.report.page import render_report
 
 __all__ = [
@@ -21,4 +22,7 @@ __all__ = [
     "StudyReport",
     "TrialPoint",
     "render_report",
+    "seed_curve",
+    "trial_point",
+    "trial_points",
 ]

@@ -154,7 +154,7 @@ def render_report(data: StudyReport) -> str:
 
 def _header(data: StudyReport) -> str:
     better = "higher" if data.direction == "maximize" else "lower"
-    epochs = f" · <b>{data.epochs}</b> epochs per trial" if data.epochs else ""
+    epochs = f" · <b>{esc(data.epochs)}</b> epochs per trial" if data.epochs else ""
     meta = (
         f'<p class="meta">task <b>{esc(data.task)}</b> · metric <b>{esc(data.metric)}</b> '
         f"({better} is better){epochs} · {len(data.optimizers)} optimizer"
@@ -223,7 +223,7 @@ def _verdict_section(data: StudyReport) -> str:
     test_metric = data.verdict.test_metric or data.test_metric or "test metric"
     head = (
         "<tr><th>#</th><th>optimizer</th><th>verdict</th>"
-        f"<th>{esc(data.metric)}: mean ± 95% CI</th><th>std</th>"
+        f"<th>{esc(data.metric)}: mean ± 95% CI</th>"
         f"<th>{esc(test_metric)}: mean ± 95% CI</th><th>seeds</th>"
         "<th>p vs best (Holm)</th></tr>"
     )
@@ -271,7 +271,6 @@ def _verdict_row(
         code = f" <code>{esc(config.python)}</code>" if config.python else ""
         config_cell = f'<span class="params">{params or "defaults"}</span>{code}'
     swatch = colours.get(result.optimizer, "#888888")
-    std = number(result.val.std, 2) if result.val.std is not None else DASH
     return (
         f'<tr class="{esc(standing.status)}" data-optimizer="{esc(result.optimizer)}">'
         f"<td class=num>{standing.rank or DASH}</td>"
@@ -279,12 +278,11 @@ def _verdict_row(
         f"<b>{esc(result.optimizer)}</b></td>"
         f'<td><span class="tag {esc(standing.status)}">{esc(tag)}</span></td>'
         f"<td class=num>{_mean_ci(result.val)}</td>"
-        f"<td class=num>{std}</td>"
         f"<td class=num>{_mean_ci(result.test)}</td>"
         f"<td class=num>{result.val.n}</td>"
         f"<td class=num>{p_value}</td></tr>"
         f'<tr class="config {esc(standing.status)}" data-config="{esc(result.optimizer)}">'
-        f'<td></td><td colspan="7">{config_cell}</td></tr>'
+        f'<td></td><td colspan="6">{config_cell}</td></tr>'
     )
 
 
@@ -295,7 +293,8 @@ def _mean_ci(summary: Summary) -> str:
         return f'{number(summary.mean)}<span class="ci">one seed: no interval</span>'
     return (
         f"{esc(format_mean(summary))}"
-        f'<span class="ci">[{number(summary.ci_low)}, {number(summary.ci_high)}]</span>'
+        f'<span class="ci">[{number(summary.ci_low)}, {number(summary.ci_high)}] · '
+        f"std {number(summary.std, 2)}</span>"
     )
 
 

@@ -13,7 +13,16 @@ import optuna
 import pytest
 
 from optim_core.registry import OPTIMIZERS
-from service.report import OptimizerReport, Progress, StudyReport, TrialPoint, render_report
+from service.report import (
+    OptimizerReport,
+    Progress,
+    StudyReport,
+    TrialPoint,
+    render_report,
+    seed_curve,
+    trial_point,
+    trial_points,
+)
 from service.report.figures import best_so_far_points, mean_curve, wants_log
 from service.report.svg import Scale
 from studies.importance import study_param_importances
@@ -191,6 +200,8 @@ def test_finished_study_shows_every_figure_and_the_verdict(finished):
         assert row, result.optimizer
         assert format_mean(result.val) in row.group(0)
         assert f"[{result.val.ci_low:.4g}, {result.val.ci_high:.4g}]" in row.group(0)
+        assert f"std {result.val.std:.2g}" in row.group(0)
+        assert f"std {result.test.std:.2g}" in row.group(0)
         assert format_mean(result.test) in row.group(0)
         config = re.search(
             rf'<tr class="config \w+" data-config="{result.optimizer}">.*?</tr>', page
@@ -377,3 +388,59 @@ def test_losses_spanning_decades_are_drawn_on_a_log_axis():
     # The best-so-far line falls at every trial: two points per improvement after the first.
     line = re.search(r'<polyline class="series"[^>]*points="([^"]+)"', page).group(1)
     assert len(line.split()) == 1 + 2 * 4
+
+
+def test_a_real_study_s_trials_become_report_points():
+    from studies import run_study
+
+    study = run_study(
+        "rosenbrock", "sgd", n_trials=10, epochs=4, sampler="random", pruner="none",
+        overrides={"lr": {"low": 1e-4, "high": 10.0, "log": True}},
+    )  # fmt: skip
+    points = trial_points(reversed(study.trials))
+    assert [p.number for p in points] == sorted(p.number for p in points)
+    by_state = {state: [p for p in points if p.state == state] for state in ("complete", "pruned")}
+    assert by_state["complete"] and by_state["pruned"], [t.state for t in study.trials]
+    for point, trial in zip(points, sorted(study.trials, key=lambda t: t.number), strict=True):
+        assert point.lr == trial.user_attrs["hyperparameters"]["lr"]
+        assert point.epochs == trial.user_attrs["epochs_run"]
+        if point.state == "complete":
+            assert point.value == trial.value and point.note == ""
+            assert seed_curve(trial, "loss") == [trial.intermediate_values[e] for e in (1, 2, 3, 4)]
+        else:
+            assert point.note == trial.user_attrs["pruned_reason"]
+            assert len(seed_curve(trial, "loss")) <= point.epochs
+    report = StudyReport(
+        name="rosenbrock-sgd", task="rosenbrock", metric="loss", direction="minimize",
+        status="completed", phase="completed", search=Progress(10, 10), confirm=Progress(0, 0),
+        optimizers=[OptimizerReport("sgd", points)],
+    )  # fmt: skip
+    panel = panel_svgs(render_report(report))[0]
+    assert panel.count('class="point ') == len(points)
+    assert panel.count("point-filled") == len(by_state["complete"])
+
+
+def test_trial_point_of_each_state():
+    distributions = {"lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)}
+    attrs = {"hyperparameters": {"lr": 0.01, "momentum": 0.9}, "epochs_run": 3}
+    pruned = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.PRUNED, params={"lr": 0.01}, distributions=distributions,
+        intermediate_values={1: 0.5, 3: 0.7, 2: 0.6},
+        user_attrs={**attrs, "pruned_reason": "pruned by MedianPruner at epoch 3"},
+    )  # fmt: skip
+    point = trial_point(pruned)
+    assert (point.state, point.value, point.epochs, point.lr) == ("pruned", 0.7, 3, 0.01)
+    assert point.params == {"lr": 0.01, "momentum": 0.9}
+    assert point.note == "pruned by MedianPruner at epoch 3"
+    failed = optuna.trial.create_trial(
+        state=optuna.trial.TrialState.FAIL, params={"lr": 0.5}, distributions=distributions,
+        user_attrs={"error": "RuntimeError: boom"},
+    )  # fmt: skip
+    point = trial_point(failed)
+    assert (point.state, point.value, point.epochs, point.lr) == ("failed", None, 0, 0.5)
+    assert point.note == "RuntimeError: boom"
+    curves = optuna.trial.create_trial(
+        value=0.9, params={"lr": 0.01}, distributions=distributions,
+        user_attrs={"curves": {"val_accuracy": [0.5, 0.8, float("nan"), 0.9]}},
+    )  # fmt: skip
+    assert seed_curve(curves, "val_accuracy") == [0.5, 0.8]
