@@ -1,0 +1,28 @@
+"""The study report: one self-contained HTML page (inline SVG figures, no external assets).
+
+The service fills a ``StudyReport`` from its tables and Optuna and calls ``render_report``.
+"""
+
+from service.report.data import (
+    FINAL_STATUSES,
+    PHASES,
+    OptimizerReport,
+    Progress,
+    StudyReport,
+    TrialPoint,
+)
+from service.report.from_optuna import seed_curve, trial_point, trial_points
+from service.report.page import render_report
+
+__all__ = [
+    "FINAL_STATUSES",
+    "PHASES",
+    "OptimizerReport",
+    "Progress",
+    "StudyReport",
+    "TrialPoint",
+    "render_report",
+    "seed_curve",
+    "trial_point",
+    "trial_points",
+]

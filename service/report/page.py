@@ -1,0 +1,322 @@
+"""The report page: one self-contained HTML document (inline CSS and SVG, no script, no fetch).
+
+It answers first (the verdict and its table), then shows why: the search, the learning curves,
+the learning-rate sensitivity and which hyperparameters mattered. A live study's page says so
+and reloads itself with a meta refresh.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+from service.report.data import PHASES, Progress, StudyReport
+from service.report.figures import (
+    best_so_far,
+    importance_bars,
+    learning_curves,
+    lr_sensitivity,
+    optimizer_colours,
+)
+from service.report.svg import esc, number
+from studies.verdict import TEST, OptimizerResult, Standing, Summary, format_mean
+
+DASH = "&ndash;"
+STATUS_LABELS = {
+    "best": "best mean",
+    "tied": "tied",
+    "worse": "worse",
+    "no_seeds": "no seeds yet",
+}
+
+CSS = """
+:root { color-scheme: light; --ink: #1d1d1f; --muted: #5b5b66; --line: #dcdce3;
+  --card: #ffffff; --bg: #f4f5f7; --accent: #0b5cad; }
+* { box-sizing: border-box; }
+body { margin: 0; background: var(--bg); color: var(--ink);
+  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 20px 48px; }
+header h1 { margin: 0 0 4px; font-size: 26px; word-break: break-word; }
+.meta { color: var(--muted); margin: 0 0 10px; }
+.meta b { color: var(--ink); font-weight: 600; }
+.badge { display: inline-block; padding: 1px 10px; border-radius: 999px; font-size: 13px;
+  font-weight: 600; background: #e8e8ee; color: #333; }
+.badge.running, .badge.queued { background: #fff1cc; color: #7a5200; }
+.badge.completed { background: #dcf3e4; color: #0d5a2c; }
+.badge.failed, .badge.stopped { background: #fde2e1; color: #8a1c16; }
+.phases { display: inline-flex; gap: 4px; margin-left: 10px; vertical-align: middle; }
+.phases span { padding: 1px 9px; border-radius: 4px; font-size: 13px; color: var(--muted);
+  border: 1px solid var(--line); background: #fff; }
+.phases span.done { color: #0d5a2c; border-color: #b9e2c7; }
+.phases span.now { color: #fff; background: var(--accent); border-color: var(--accent); }
+.progress { display: grid; grid-template-columns: max-content 240px max-content; gap: 4px 12px;
+  align-items: center; margin: 12px 0 0; font-size: 14px; }
+.bar { height: 10px; background: #e6e6ec; border-radius: 5px; overflow: hidden; }
+.bar i { display: block; height: 100%; background: var(--accent); }
+.live { margin: 14px 0 0; padding: 8px 12px; border-left: 4px solid #e0a400;
+  background: #fff8e1; border-radius: 4px; }
+section { background: var(--card); border: 1px solid var(--line); border-radius: 8px;
+  padding: 16px 20px 18px; margin: 18px 0 0; }
+section h2 { margin: 0 0 4px; font-size: 19px; }
+.lead { margin: 0 0 12px; color: var(--muted); }
+.sentence { font-size: 17px; margin: 6px 0 12px; padding: 10px 14px; border-radius: 6px;
+  background: #eef5fd; border: 1px solid #cfe1f6; }
+.sentence.winner { background: #e9f7ee; border-color: #bfe5cb; }
+.table-wrap { overflow-x: auto; }
+table { border-collapse: collapse; width: 100%; font-size: 14px; }
+th, td { text-align: left; padding: 7px 9px; border-bottom: 1px solid var(--line);
+  vertical-align: top; }
+tr[data-optimizer] td { border-bottom: none; padding-bottom: 2px; }
+tr.config td { padding-top: 0; padding-bottom: 9px; }
+th { font-weight: 600; color: var(--muted); font-size: 13px; white-space: nowrap; }
+td.num { font-variant-numeric: tabular-nums; white-space: nowrap; }
+tr.worse td { color: var(--muted); }
+.swatch { display: inline-block; width: 11px; height: 11px; border-radius: 2px;
+  margin-right: 6px; vertical-align: -1px; }
+.ci { color: var(--muted); font-size: 12px; display: block; }
+.tag { font-size: 12px; font-weight: 600; padding: 1px 7px; border-radius: 4px;
+  white-space: nowrap; }
+.tag.best { background: #dcf3e4; color: #0d5a2c; }
+.tag.tied { background: #e6effa; color: #0b4a8a; }
+.tag.worse { background: #f1f1f4; color: #55555f; }
+.tag.no_seeds { background: #fff1cc; color: #7a5200; }
+code { font: 12.5px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
+  background: #f3f3f6; padding: 2px 6px; border-radius: 4px; word-break: break-all;
+  margin-left: 8px; }
+.params { font-size: 13px; }
+.figure { display: flex; flex-wrap: wrap; align-items: flex-start; gap: 8px 18px; }
+.key { padding-top: 14px; }
+.panels { display: flex; flex-wrap: wrap; gap: 14px; }
+.panel { border: 1px solid var(--line); border-radius: 6px; padding: 8px 12px;
+  flex: 0 0 350px; }
+.panel h4 { margin: 2px 0 6px; font-size: 15px; }
+svg.chart { max-width: 100%; height: auto; }
+svg.lr-panel { border: 1px solid var(--line); border-radius: 6px; background: #fff; }
+.caption { color: var(--muted); font-size: 13px; margin: 6px 0 0; }
+.empty { color: var(--muted); font-style: italic; margin: 8px 0; }
+footer { color: var(--muted); font-size: 13px; margin-top: 18px; }
+a { color: var(--accent); }
+"""
+
+
+def render_report(data: StudyReport) -> str:
+    """The report of one study as a self-contained HTML page.
+
+    Every piece of user input (study name, parameters, notes ...) is escaped; the page loads
+    nothing (no script, stylesheet, font or image from anywhere).
+    """
+    refresh = (
+        f'<meta http-equiv="refresh" content="{max(2, int(data.refresh_seconds))}">'
+        if data.live
+        else ""
+    )
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"{refresh}<title>{esc(data.name)}: which optimizer is best</title>"
+        f"<style>{CSS}</style></head><body><main>"
+        f"{_header(data)}"
+        f"{_verdict_section(data)}"
+        + _section(
+            "search",
+            "The search",
+            "The best validation figure each optimizer had found, against the epochs its "
+            "trials had cost so far: who gets there, and how fast.",
+            best_so_far(data),
+        )
+        + _section(
+            "curves",
+            "Learning curves of the confirmed configs",
+            "Each optimizer's representative config, re-trained on fresh seeds (new "
+            "initialisation and batch order, same data splits).",
+            learning_curves(data),
+        )
+        + _section(
+            "lr",
+            "Sensitivity to the learning rate",
+            "Every search trial at its learning rate: a wide plateau forgives a rough lr, a "
+            "narrow peak needs tuning.",
+            lr_sensitivity(data),
+        )
+        + _section(
+            "importance",
+            "Which hyperparameters mattered",
+            "How much each searched hyperparameter separates an optimizer's best trials from "
+            "the rest.",
+            importance_bars(data),
+        )
+        + _footer(data)
+        + "</main></body></html>\n"
+    )
+
+
+def _header(data: StudyReport) -> str:
+    better = "higher" if data.direction == "maximize" else "lower"
+    epochs = f" · <b>{esc(data.epochs)}</b> epochs per trial" if data.epochs else ""
+    meta = (
+        f'<p class="meta">task <b>{esc(data.task)}</b> · metric <b>{esc(data.metric)}</b> '
+        f"({better} is better){epochs} · {len(data.optimizers)} optimizer"
+        f"{'s' * (len(data.optimizers) != 1)}</p>"
+    )
+    phase_index = PHASES.index(data.phase) if data.phase in PHASES else -1
+    phases = "".join(
+        f'<span class="{"now" if i == phase_index else "done" if i < phase_index else ""}">'
+        f"{esc(phase)}</span>"
+        for i, phase in enumerate(PHASES)
+    )
+    status = (
+        f'<p><span class="badge {esc(data.status)}">{esc(data.status)}</span>'
+        f'<span class="phases" aria-label="phase">{phases}</span></p>'
+    )
+    rows = _progress_row("Search", data.search)
+    rows += (
+        _progress_row("Confirmation", data.confirm)
+        if data.confirm.total > 0
+        else "<span>Confirmation</span><span>off (no seed re-runs)</span><span></span>"
+    )
+    eta = ""
+    if data.live and data.eta_seconds is not None and math.isfinite(data.eta_seconds):
+        left = esc(_duration(data.eta_seconds))
+        eta = f"<span>Time left</span><span>about {left}</span><span></span>"
+    live = (
+        f'<p class="live">This study is {esc(data.phase if data.phase in PHASES else data.status)}'
+        f": the page reloads itself every {max(2, int(data.refresh_seconds))} s.</p>"
+        if data.live
+        else ""
+    )
+    return (
+        f"<header><h1>{esc(data.name)}</h1>{meta}{status}"
+        f'<div class="progress">{rows}{eta}</div>{live}</header>'
+    )
+
+
+def _progress_row(label: str, progress: Progress) -> str:
+    running = f", {progress.running} running" if progress.running else ""
+    return (
+        f"<span>{esc(label)}</span>"
+        f'<span class="bar" role="progressbar" aria-valuenow="{progress.done}" '
+        f'aria-valuemax="{progress.total}"><i style="width:{progress.fraction * 100:.1f}%"></i>'
+        f"</span><span>{progress.done} / {progress.total} trials{running}</span>"
+    )
+
+
+def _verdict_section(data: StudyReport) -> str:
+    if data.verdict is None:
+        if data.confirm.total == 0:
+            text = (
+                "Confirmation is off for this study, so no config was re-trained on fresh "
+                "seeds: there is no verdict with confidence. The single-seed figures are in the "
+                "plots below."
+            )
+        else:
+            text = (
+                "No verdict yet: it comes with the confirmation, when each optimizer's best "
+                "configs have been re-trained on fresh seeds."
+            )
+        body = f'<p class="sentence" id="verdict-sentence">{esc(text)}</p>'
+        return _section("verdict", "Verdict", "", body)
+    verdict = data.verdict.verdict
+    colours = optimizer_colours(data)
+    sentence_class = "sentence winner" if verdict.outcome == "winner" else "sentence"
+    test_metric = data.verdict.test_metric or data.test_metric or "test metric"
+    head = (
+        "<tr><th>#</th><th>optimizer</th><th>verdict</th>"
+        f"<th>{esc(data.metric)}: mean ± 95% CI</th>"
+        f"<th>{esc(test_metric)}: mean ± 95% CI</th><th>seeds</th>"
+        "<th>p vs best (Holm)</th></tr>"
+    )
+    rows = "".join(
+        _verdict_row(result, verdict.standing(result.optimizer), verdict.outcome, colours)
+        for result in data.verdict.results
+    )
+    body = (
+        f'<p class="{sentence_class}" id="verdict-sentence">{esc(verdict.sentence)}</p>'
+        f'<div class="table-wrap"><table id="verdict-table"><thead>{head}</thead>'
+        f"<tbody>{rows}</tbody></table></div>"
+        f'<p class="caption">Test: {esc(TEST)}, at {1 - verdict.alpha:.0%}. Intervals: '
+        f"Student-t, {verdict.confidence:.0%}, over the seeds of each optimizer's confirmed "
+        "config with the best mean. The test metric is shown, not used to choose.</p>"
+    )
+    return _section(
+        "verdict",
+        "Verdict",
+        "Each optimizer's best confirmed config, re-trained on fresh seeds, with its spread.",
+        body,
+    )
+
+
+def _verdict_row(
+    result: OptimizerResult, standing: Standing, outcome: str, colours: dict[str, str]
+) -> str:
+    tag = STATUS_LABELS.get(standing.status, standing.status)
+    if standing.status == "best":
+        tag = {"winner": "winner", "single": "only one"}.get(outcome, "best mean, tied")
+    comparison = standing.comparison
+    if comparison is None:
+        p_value = DASH
+    elif comparison.p_adjusted is None:
+        p_value = f'<span title="{esc(comparison.note)}">untestable</span>'
+    else:
+        p_value = "&lt; 0.001" if comparison.p_adjusted < 0.001 else f"{comparison.p_adjusted:.3f}"
+    config = result.config
+    if config is None:
+        config_cell = '<span class="empty">no finished seed</span>'
+    else:
+        params = ", ".join(
+            f"{esc(k)}={esc(number(v) if isinstance(v, float) else v)}"
+            for k, v in config.params.items()
+        )
+        code = f" <code>{esc(config.python)}</code>" if config.python else ""
+        config_cell = f'<span class="params">{params or "defaults"}</span>{code}'
+    swatch = colours.get(result.optimizer, "#888888")
+    return (
+        f'<tr class="{esc(standing.status)}" data-optimizer="{esc(result.optimizer)}">'
+        f"<td class=num>{standing.rank or DASH}</td>"
+        f'<td><span class="swatch" style="background:{swatch}"></span>'
+        f"<b>{esc(result.optimizer)}</b></td>"
+        f'<td><span class="tag {esc(standing.status)}">{esc(tag)}</span></td>'
+        f"<td class=num>{_mean_ci(result.val)}</td>"
+        f"<td class=num>{_mean_ci(result.test)}</td>"
+        f"<td class=num>{result.val.n}</td>"
+        f"<td class=num>{p_value}</td></tr>"
+        f'<tr class="config {esc(standing.status)}" data-config="{esc(result.optimizer)}">'
+        f'<td></td><td colspan="6">{config_cell}</td></tr>'
+    )
+
+
+def _mean_ci(summary: Summary) -> str:
+    if summary.mean is None:
+        return DASH
+    if summary.half_width is None:
+        return f'{number(summary.mean)}<span class="ci">one seed: no interval</span>'
+    return (
+        f"{esc(format_mean(summary))}"
+        f'<span class="ci">[{number(summary.ci_low)}, {number(summary.ci_high)}] · '
+        f"std {number(summary.std, 2)}</span>"
+    )
+
+
+def _section(anchor: str, title: str, lead: str, body: str) -> str:
+    lead_html = f'<p class="lead">{esc(lead)}</p>' if lead else ""
+    return f'<section id="{esc(anchor)}"><h2>{esc(title)}</h2>{lead_html}{body}</section>'
+
+
+def _footer(data: StudyReport) -> str:
+    when = data.generated_at or datetime.now(UTC)
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC)
+    link = ""
+    if data.dashboard_url and urlsplit(data.dashboard_url).scheme in ("http", "https"):
+        link = f' · <a href="{esc(data.dashboard_url)}">this study in optuna-dashboard</a>'
+    return f"<footer>Generated {esc(when.strftime('%Y-%m-%d %H:%M:%S'))} UTC by hpt{link}.</footer>"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
