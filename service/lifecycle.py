@@ -45,6 +45,7 @@ from service.vocabulary import (
     Direction,
     SlotOutcome,
     SlotState,
+    StudyPhase,
     StudyStatus,
 )
 
@@ -110,6 +111,7 @@ class Claim:
     search_space: dict[str, Any]
     params: dict[str, Any] | None = None
     origin: str = ConfigOrigin.SAMPLER
+    confirm_of: int | None = None
     lease_expires_at: datetime | None = None
 
 
@@ -204,6 +206,7 @@ def _claim_in(
         ordinal=ordinal,
         origin=planned["origin"] if planned else ConfigOrigin.SAMPLER,
         params=planned["params"] if planned else None,
+        confirm_of=planned.get("confirm_of") if planned else None,
         lease_seconds=lease_seconds,
         lease_expires_at=db_now(lease_seconds) if lease_seconds else None,
         claimed_at=db_now(),
@@ -235,6 +238,7 @@ def _claim_in(
         search_space=dict(pair.search_space),
         params=dict(planned["params"]) if planned else None,
         origin=planned["origin"] if planned else ConfigOrigin.SAMPLER,
+        confirm_of=planned.get("confirm_of") if planned else None,
         lease_expires_at=slot.lease_expires_at,
     )
 
@@ -420,8 +424,62 @@ def finish_slot(db: Database, slot_id: int, ending: Ending, *, token: str | None
             StudyOptimizerRow.finished < StudyOptimizerRow.n_trials,
         )
         if session.scalar(sa.select(~sa.exists(unfinished))):
-            set_study_status(session, study_id, StudyStatus.COMPLETED)
+            _advance(session, study_id)
         return True
+
+
+def _advance(session: Session, study_id: int) -> None:
+    """Every optimizer has finished its slots: the search phase starts the confirmation (the top
+    configs of each optimizer, each on ``confirm_seeds`` fresh seeds, as planned configs), and
+    the confirmation phase completes the study."""
+    study = session.get_one(StudyRow, study_id)
+    if StudyStatus(study.status) not in ACCEPTING_TRIALS:
+        return  # stopped or failed meanwhile: it stays as it is
+    if study.phase == StudyPhase.SEARCHING and study.confirm_top_k > 0:
+        planned = 0
+        for pair in study.optimizers:
+            configs = _top_configs(session, pair, study.direction, study.confirm_top_k)
+            pair.planned_configs = [
+                {"params": params, "origin": ConfigOrigin.CONFIRM, "confirm_of": slot_id}
+                for slot_id, params in configs
+                for _ in range(study.confirm_seeds)
+            ]
+            pair.n_trials = pair.n_trials + len(pair.planned_configs)
+            planned += len(pair.planned_configs)
+        if planned:
+            study.phase = StudyPhase.CONFIRMING
+            study.updated_at = db_now()
+            return
+    study.phase = StudyPhase.COMPLETED
+    set_study_status(session, study_id, StudyStatus.COMPLETED)
+
+
+def _top_configs(
+    session: Session, pair: StudyOptimizerRow, direction: str, top_k: int
+) -> list[tuple[int, dict[str, Any]]]:
+    """The ``top_k`` best distinct configs of a pair's search: ``(slot id, params)``."""
+    order = (
+        TrialSlotRow.value.desc() if direction == Direction.MAXIMIZE else TrialSlotRow.value.asc()
+    )
+    rows = session.execute(
+        sa.select(TrialSlotRow.id, TrialSlotRow.params)
+        .where(
+            TrialSlotRow.study_optimizer_id == pair.id,
+            TrialSlotRow.state == SlotState.FINISHED,
+            TrialSlotRow.outcome == SlotOutcome.COMPLETE,
+            TrialSlotRow.value.is_not(None),
+            sa.or_(TrialSlotRow.origin.is_(None), TrialSlotRow.origin != ConfigOrigin.CONFIRM),
+        )
+        .order_by(order, TrialSlotRow.id)
+        .limit(top_k * 4)
+    ).all()
+    chosen: list[tuple[int, dict[str, Any]]] = []
+    for slot_id, params in rows:
+        if params and all(params != seen for _, seen in chosen):
+            chosen.append((slot_id, dict(params)))
+        if len(chosen) == top_k:
+            break
+    return chosen
 
 
 def _keep_best(session: Session, pair_id: int, slot_id: int, value: float, direction: str) -> None:
@@ -511,15 +569,18 @@ def release_slot(
                 StudyOptimizerRow.study_id, StudyOptimizerRow.failed, StudyOptimizerRow.optimizer
             )
         ).one()
-        if ending.outcome in RETRIED_OUTCOMES and slot["params"] is not None:
+        retried = ending.outcome in RETRIED_OUTCOMES or (
+            slot["origin"] == ConfigOrigin.CONFIRM and ending.outcome != SlotOutcome.REVOKED
+        )
+        if retried and slot["params"] is not None:
             pair = session.get_one(StudyOptimizerRow, pair_id)
             origin = (
                 slot["origin"] if slot["origin"] != ConfigOrigin.SAMPLER else ConfigOrigin.RETRY
             )
-            pair.planned_configs = [
-                {"params": slot["params"], "origin": origin},
-                *(pair.planned_configs or []),
-            ]
+            config = {"params": slot["params"], "origin": origin}
+            if slot["confirm_of"] is not None:
+                config["confirm_of"] = slot["confirm_of"]
+            pair.planned_configs = [config, *(pair.planned_configs or [])]
         log.warning(
             "slot %s of %s given back (%s): %s", slot_id, optimizer, ending.outcome, ending.reason
         )
@@ -565,11 +626,20 @@ def _end(
         sa.update(TrialSlotRow)
         .where(*conditions)
         .values(**values)
-        .returning(TrialSlotRow.study_optimizer_id, TrialSlotRow.params, TrialSlotRow.origin)
+        .returning(
+            TrialSlotRow.study_optimizer_id,
+            TrialSlotRow.params,
+            TrialSlotRow.origin,
+            TrialSlotRow.confirm_of,
+        )
     ).one_or_none()
     if row is None:
         return None
-    return row.study_optimizer_id, {"params": row.params, "origin": row.origin}
+    return row.study_optimizer_id, {
+        "params": row.params,
+        "origin": row.origin,
+        "confirm_of": row.confirm_of,
+    }
 
 
 # --------------------------------------------------------------------------- study status

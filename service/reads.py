@@ -23,14 +23,17 @@ from sqlalchemy.orm import Session
 
 from optim_core.registry import OPTIMIZERS
 from service import optuna_bridge
+from service.confirmation import verdict_of
 from service.database import Database, as_utc, db_now
 from service.errors import FieldError, InvalidRequest, StudyNotFound
 from service.schemas import (
     BestOut,
     BestTrialOut,
+    ConfirmedOut,
     EtaOut,
     OptimizerProgressOut,
     ProgressOut,
+    SeedSummaryOut,
     StudyOut,
     StudyPageOut,
     StudySummaryOut,
@@ -50,6 +53,7 @@ from service.vocabulary import (
     TrialState,
 )
 from studies.tasks import available_tasks
+from studies.verdict import StudyVerdict, Summary
 
 # A worker is live while its heartbeats keep coming; a few missed beats are tolerated.
 LIVE_WORKER_BEATS = 3
@@ -111,6 +115,8 @@ def study_view(db: Database, name: str, *, heartbeat_interval: int) -> StudyOut:
                 optimizer=p.optimizer,
                 optuna_study_name=p.optuna_study_name,
                 n_trials=p.n_trials,
+                search_trials=p.search_trials or p.n_trials,
+                confirm_trials=p.n_trials - (p.search_trials or p.n_trials),
                 finished=p.finished,
                 complete=p.complete,
                 pruned=p.pruned,
@@ -136,6 +142,8 @@ def study_view(db: Database, name: str, *, heartbeat_interval: int) -> StudyOut:
             pruner=study.pruner,
             seed=study.seed,
             status=study.status,
+            phase=study.phase,
+            confirm={"top_k": study.confirm_top_k, "seeds": study.confirm_seeds},
             error=study.error,
             created_at=as_utc(study.created_at),
             updated_at=as_utc(study.updated_at),
@@ -229,10 +237,14 @@ def estimate_eta(
 # --------------------------------------------------------------------------- best configs
 
 
-def _best_out(study: str, optimizer: str, slot: TrialSlotRow) -> BestTrialOut:
+def _best_out(
+    study: str, optimizer: str, slot: TrialSlotRow, confirmed: ConfirmedOut | None = None
+) -> BestTrialOut:
     spec = OPTIMIZERS.get(optimizer)
     params = dict(slot.params or {})
     return BestTrialOut(
+        origin=slot.origin,
+        confirmed=confirmed,
         study=study,
         optimizer=optimizer,
         number=slot.trial_number if slot.trial_number is not None else -1,
@@ -272,16 +284,67 @@ def study_best(db: Database, name: str) -> BestOut:
     """
     with db.read() as session:
         study = _study_row(session, name)
-        ranked = rank(_best_slots(session, list(study.optimizers)).values(), study.direction)
+        verdict = verdict_of(session, study)
+        if verdict is None:
+            ranked = rank(_best_slots(session, list(study.optimizers)).values(), study.direction)
+            winner, leaders = (ranked[0] if ranked else None), []
+        else:
+            ranked, winner, leaders = _confirmed_best(session, study, verdict)
         return BestOut(
             task=study.task,
             metric=study.metric,
             direction=study.direction,
             studies=[name],
             optimizers=ranked,
-            winner=ranked[0] if ranked else None,
+            winner=winner,
+            leaders=leaders,
+            verdict=None if verdict is None else verdict.verdict.to_json(),
             status=study.status,
         )
+
+
+def _summary_out(summary: Summary) -> SeedSummaryOut:
+    return SeedSummaryOut(
+        n=summary.n,
+        mean=summary.mean,
+        std=summary.std,
+        ci_low=summary.ci_low,
+        ci_high=summary.ci_high,
+        confidence=summary.confidence,
+        values=list(summary.values),
+    )
+
+
+def _confirmed_best(
+    session: Session, study: StudyRow, verdict: StudyVerdict
+) -> tuple[list[BestTrialOut], BestTrialOut | None, list[str]]:
+    """Each optimizer's representative confirmed config, in the verdict's order, the winner
+    (only one beyond noise) and the leaders."""
+    keys = [r.config.key for r in verdict.results if r.config is not None]
+    slots = {
+        s.id: s for s in session.scalars(sa.select(TrialSlotRow).where(TrialSlotRow.id.in_(keys)))
+    }
+    entries: dict[str, BestTrialOut] = {}
+    for result in verdict.results:
+        if result.config is None or result.config.key not in slots:
+            continue
+        standing = verdict.verdict.standing(result.optimizer)
+        entries[result.optimizer] = _best_out(
+            study.name,
+            result.optimizer,
+            slots[result.config.key],
+            ConfirmedOut(
+                value=_summary_out(result.val),
+                test_value=_summary_out(result.test),
+                status=standing.status,
+            ),
+        )
+    winner_name = verdict.verdict.winner
+    return (
+        list(entries.values()),
+        entries.get(winner_name) if winner_name else None,
+        list(verdict.verdict.leaders),
+    )
 
 
 def best_for_task(

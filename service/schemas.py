@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
-from service.vocabulary import Direction, StudyStatus, TrialState
+from service.vocabulary import Direction, StudyPhase, StudyStatus, TrialState
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -28,6 +28,14 @@ TrialStateName = TrialState
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class ConfirmCreate(_Request):
+    """The confirmation phase: after the search, the ``top_k`` configs of each optimizer are
+    re-trained on ``seeds`` fresh training seeds; ``{"top_k": 0}`` skips it."""
+
+    top_k: StrictInt = Field(3, ge=0, le=10, description="Configs per optimizer to confirm.")
+    seeds: StrictInt = Field(5, ge=2, le=20, description="Fresh training seeds per config.")
 
 
 class StudyCreate(_Request):
@@ -50,6 +58,7 @@ class StudyCreate(_Request):
                     "search_space": {
                         "adam": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "batch_size": 64}
                     },
+                    "confirm": {"top_k": 3, "seeds": 5},
                 }
             ]
         },
@@ -87,6 +96,11 @@ class StudyCreate(_Request):
         default_factory=dict,
         description="Per optimizer, overrides of its default space: {key: {low, high, log}}, "
         "{key: {choices: [...]}} or {key: fixed value}.",
+    )
+    confirm: ConfirmCreate | None = Field(
+        None,
+        description="Re-train the top configs on fresh seeds before the verdict; default "
+        '{"top_k": 3, "seeds": 5} (off for task external).',
     )
 
 
@@ -204,6 +218,26 @@ class TaskOut(BaseModel):
     external: bool = Field(description="Trials run by the client through ask/tell.")
 
 
+class SeedSummaryOut(BaseModel):
+    """A figure over training seeds: mean, spread and a Student-t interval of the mean."""
+
+    n: int = Field(description="Seeds.")
+    mean: float | None
+    std: float | None = Field(description="Sample standard deviation; null below 2 seeds.")
+    ci_low: float | None = Field(description="Lower end of the confidence interval of the mean.")
+    ci_high: float | None
+    confidence: float = Field(description="Level of the interval (0.95).")
+    values: list[float] = Field(description="Each seed's figure.")
+
+
+class ConfirmedOut(BaseModel):
+    """A config re-trained on fresh seeds in the confirmation phase."""
+
+    value: SeedSummaryOut = Field(description="The study's (validation) metric over seeds.")
+    test_value: SeedSummaryOut = Field(description="The test metric over the same seeds.")
+    status: str = Field(description="In the verdict: best, tied, worse or no_seeds.")
+
+
 class BestTrialOut(BaseModel):
     study: str
     optimizer: str
@@ -214,12 +248,18 @@ class BestTrialOut(BaseModel):
     test_metrics: dict[str, Any]
     python: str | None = Field(description="The line of Python that builds this optimizer.")
     completed_at: datetime | None
+    origin: str | None = Field(None, description="Where this config came from.")
+    confirmed: ConfirmedOut | None = Field(
+        None, description="Its figures over fresh seeds, once confirmed (its single run above)."
+    )
 
 
 class OptimizerProgressOut(BaseModel):
     optimizer: str
     optuna_study_name: str
-    n_trials: int
+    n_trials: int = Field(description="Slots to finish: the search's, then the confirmation's.")
+    search_trials: int = Field(description="Of them, the search's.")
+    confirm_trials: int = Field(description="Of them, the confirmation's (known once it starts).")
     finished: int = Field(description="complete + pruned; reaches n_trials exactly.")
     complete: int
     pruned: int
@@ -255,6 +295,8 @@ class StudyOut(BaseModel):
     pruner: str
     seed: int | None
     status: StudyStatusName
+    phase: StudyPhase = Field(description="searching, confirming, completed.")
+    confirm: dict[str, int] = Field(description="The confirmation asked: top_k and seeds.")
     error: str | None
     created_at: datetime
     updated_at: datetime
@@ -328,7 +370,19 @@ class BestOut(BaseModel):
         description="Best config per optimizer, best first; optimizers without a complete "
         "trial are left out."
     )
-    winner: BestTrialOut | None
+    winner: BestTrialOut | None = Field(
+        description="With a confirmation: the optimizer better than every other beyond seed "
+        "noise, or null when the leaders are tied. Without one: the best single trial."
+    )
+    leaders: list[str] = Field(
+        default_factory=list,
+        description="Optimizers not worse than the best beyond noise (all tied when >1).",
+    )
+    verdict: dict[str, Any] | None = Field(
+        None,
+        description="The verdict of the confirmation: outcome (winner, tied, single, none), the "
+        "sentence, the test and each optimizer's standing with its figures and p-values.",
+    )
     status: StudyStatusName | None = Field(None, description="The study's (for one study).")
 
 

@@ -26,7 +26,7 @@ from service.errors import Conflict, StudyNotFound
 from service.lifecycle import revoke_study
 from service.study_requests import StudyPlan, StudyRequest, plan_study
 from service.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
-from service.vocabulary import StudyStatus
+from service.vocabulary import StudyPhase, StudyStatus
 
 
 def create_study(
@@ -86,6 +86,8 @@ def _dashboard_attrs(plan: StudyPlan, optimizer: str, space: dict) -> dict:
         "sampler": plan.sampler,
         "pruner": plan.pruner,
         "search_space": space,
+        "confirm": {"top_k": plan.confirm_top_k, "seeds": plan.confirm_seeds},
+        "report": f"/api/v1/studies/{plan.name}/report",
     }
 
 
@@ -119,6 +121,9 @@ def _insert_rows(db: Database, plan: StudyPlan) -> None:
                 sampler=plan.sampler,
                 pruner=plan.pruner,
                 seed=plan.seed,
+                confirm_top_k=plan.confirm_top_k,
+                confirm_seeds=plan.confirm_seeds,
+                phase=StudyPhase.SEARCHING,
                 status=StudyStatus.QUEUED,
                 created_at=db_now(),
                 updated_at=db_now(),
@@ -129,6 +134,7 @@ def _insert_rows(db: Database, plan: StudyPlan) -> None:
                         optuna_study_name=plan.optuna_study_name(optimizer),
                         search_space=space,
                         n_trials=plan.n_trials,
+                        search_trials=plan.n_trials,
                         planned_configs=plan.planned.get(optimizer) or None,
                     )
                     for position, (optimizer, space) in enumerate(plan.spaces.items())

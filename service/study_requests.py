@@ -23,6 +23,8 @@ from studies.tasks import available_tasks
 
 STUDY_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 STUDY_NAME_RULE = "1 to 64 letters, digits, '_' or '-', starting with a letter or a digit"
+# Confirmation by default: the top 3 configs of each optimizer, re-trained on 5 fresh seeds.
+DEFAULT_CONFIRM = (3, 5)
 # A search space is a few ranges and short lists; anything bigger is a mistake or an attack.
 MAX_CHOICES = 64
 # No hyperparameter of any optimizer here is sensibly beyond this magnitude (an lr of 1e308
@@ -45,6 +47,7 @@ class StudyRequest:
     metric: str | None = None
     direction: str | None = None
     search_space: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    confirm: Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class StudyPlan:
     pruner: str
     seed: int | None
     spaces: dict[str, dict[str, Any]]  # optimizer -> resolved search space (JSON form)
+    confirm_top_k: int = 0
+    confirm_seeds: int = 0
     # optimizer -> configs its first claims try before the sampler: [{"params", "origin"}]
     planned: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
@@ -104,7 +109,10 @@ def plan_study(request: StudyRequest, *, settings: Settings) -> StudyPlan:
     if problems:
         raise InvalidRequest(problems)
     assert metric is not None and direction is not None  # reported above otherwise
+    top_k, seeds = _confirmation(request)
     return StudyPlan(
+        confirm_top_k=top_k,
+        confirm_seeds=seeds,
         name=request.name,
         task=request.task,
         metric=metric,
@@ -116,6 +124,16 @@ def plan_study(request: StudyRequest, *, settings: Settings) -> StudyPlan:
         seed=request.seed,
         spaces={name: space_to_json(space) for name, space in spaces.items()},
     )
+
+
+def _confirmation(request: StudyRequest) -> tuple[int, int]:
+    """``(top_k, seeds)`` of the confirmation phase; off (0, 0) when ``top_k`` is 0. By default
+    on for the built-in tasks, off for ``external`` (whose training the client seeds)."""
+    if request.confirm is None:
+        return (0, 0) if request.task == EXTERNAL_TASK else DEFAULT_CONFIRM
+    top_k = int(request.confirm.get("top_k", DEFAULT_CONFIRM[0]))
+    seeds = int(request.confirm.get("seeds", DEFAULT_CONFIRM[1]))
+    return (0, 0) if top_k == 0 else (top_k, seeds)
 
 
 def _check_space_sizes(request: StudyRequest, report: ReportProblem) -> None:

@@ -53,6 +53,12 @@ class StudyRow(Base):
     finished_at: Mapped[datetime | None]
     # When a slot of this study was last claimed: studies take turns (fair share of workers).
     last_claimed_at: Mapped[datetime | None]
+    # Confirmation: the top configs of each optimizer re-trained on this many fresh seeds.
+    confirm_top_k: Mapped[int] = mapped_column(default=0, server_default="0")
+    confirm_seeds: Mapped[int] = mapped_column(default=0, server_default="0")
+    phase: Mapped[str] = mapped_column(
+        sa.String(16), default="searching", server_default="searching"
+    )
 
     optimizers: Mapped[list[StudyOptimizerRow]] = relationship(
         back_populates="study",
@@ -74,7 +80,9 @@ class StudyOptimizerRow(Base):
     optimizer: Mapped[str] = mapped_column(sa.String(32))
     optuna_study_name: Mapped[str] = mapped_column(sa.String(128), unique=True)
     search_space: Mapped[dict[str, Any]]
+    # Slots to finish: the search's, plus the confirmation's once it starts.
     n_trials: Mapped[int]
+    search_trials: Mapped[int | None]
     # Slot counters by state (maintained only by service.lifecycle, with the slot change):
     # claimed = held + finished (never exceeds n_trials); finished = complete + pruned.
     claimed: Mapped[int] = mapped_column(default=0)
@@ -116,6 +124,8 @@ class TrialSlotRow(Base):
     outcome: Mapped[str | None] = mapped_column(sa.String(16))
     ordinal: Mapped[int]
     origin: Mapped[str | None] = mapped_column(sa.String(16))
+    # Confirmation slots: the search slot whose config they re-train.
+    confirm_of: Mapped[int | None]
     trial_id: Mapped[int | None] = mapped_column(index=True)  # Optuna's
     trial_number: Mapped[int | None]
     params: Mapped[dict[str, Any] | None]

@@ -81,6 +81,15 @@ class TrialState(StrEnum):
     FAILED = "failed"
 
 
+class StudyPhase(StrEnum):
+    """What a study is doing: ``searching`` (the sampler), then ``confirming`` (the top configs
+    of each optimizer re-trained on fresh seeds), then ``completed`` (the verdict stands)."""
+
+    SEARCHING = "searching"
+    CONFIRMING = "confirming"
+    COMPLETED = "completed"
+
+
 class Direction(StrEnum):
     MAXIMIZE = "maximize"
     MINIMIZE = "minimize"
@@ -94,6 +103,7 @@ class ConfigOrigin(StrEnum):
     LR_RANGE = "lr_range"  # a learning-rate range test on the task
     SAMPLER = "sampler"  # the study's sampler
     RETRY = "retry"  # the config of an ask/tell trial whose lease ran out, offered again
+    CONFIRM = "confirm"  # a top config re-trained on a fresh seed
 
 
 EXTERNAL_TASK = "external"

@@ -53,7 +53,7 @@ from service.schema import upgrade_database
 from service.slot_guard import SlotGuard, SlotTakenBack
 from service.study_admin import purge_deleting_studies
 from service.tables import WorkerRow
-from service.vocabulary import SlotOutcome
+from service.vocabulary import ConfigOrigin, SlotOutcome
 from studies.objective import TrialPlan, make_objective
 from studies.samplers import make_pruner, make_sampler, slot_sampler_seed
 from studies.tasks import Task, get_task
@@ -248,7 +248,7 @@ class Worker:
                 slot_id=claim.slot_id,
                 origin=claim.origin,
                 fixed=fixed,
-                attrs={"worker": self.worker_id},
+                attrs=self._trial_attrs(claim),
             ),
         )
         started = self.outage.call(
@@ -290,6 +290,12 @@ class Worker:
         return Ending(
             SlotOutcome.FAILED, params=optuna_bridge.hyperparameters(frozen), reason=reason
         )
+
+    def _trial_attrs(self, claim: Claim) -> dict[str, object]:
+        attrs: dict[str, object] = {"worker": self.worker_id}
+        if claim.confirm_of is not None:
+            attrs["confirm_of_slot"] = claim.confirm_of  # labels it in the dashboard
+        return attrs
 
     def _tell(
         self, study: optuna.Study, trial: optuna.Trial, state: TrialState, value: float | None
@@ -351,7 +357,11 @@ class Worker:
             self.storage,
             claim.optuna_study_name,
             sampler=make_sampler(claim.sampler, seed=seed, space=plan.space),
-            pruner=make_pruner(claim.pruner, epochs=plan.epochs),
+            # A confirmation trial runs every epoch: its seeds are what the verdict compares.
+            pruner=make_pruner(
+                "none" if claim.origin == ConfigOrigin.CONFIRM else claim.pruner,
+                epochs=plan.epochs,
+            ),
         )
 
     def _recover(self) -> None:

@@ -26,12 +26,16 @@ NEVER_REUSED_IDS = {"sqlite_autoincrement": True}
 def upgrade() -> None:
     with op.batch_alter_table("hpt_studies", recreate="auto", table_kwargs=NEVER_REUSED_IDS) as t:
         t.add_column(sa.Column("last_claimed_at", sa.DateTime(), nullable=True))
+        t.add_column(sa.Column("confirm_top_k", sa.Integer(), nullable=False, server_default="0"))
+        t.add_column(sa.Column("confirm_seeds", sa.Integer(), nullable=False, server_default="0"))
+        t.add_column(sa.Column("phase", sa.String(16), nullable=False, server_default="searching"))
     with op.batch_alter_table(
         "hpt_study_optimizers", recreate="auto", table_kwargs=NEVER_REUSED_IDS
     ) as t:
         for name in ("running", "complete", "pruned"):
             t.add_column(sa.Column(name, sa.Integer(), nullable=False, server_default="0"))
         t.add_column(sa.Column("planned_configs", sa.JSON(), nullable=True))
+        t.add_column(sa.Column("search_trials", sa.Integer(), nullable=True))
         t.add_column(sa.Column("best_slot_id", sa.Integer(), nullable=True))
         t.add_column(sa.Column("best_value", sa.Float(), nullable=True))
         t.create_index("ix_hpt_study_optimizers_study_id", ["study_id"])
@@ -42,6 +46,7 @@ def upgrade() -> None:
         t.alter_column("lease_token", new_column_name="claim_token")
         t.add_column(sa.Column("outcome", sa.String(16), nullable=True))
         t.add_column(sa.Column("origin", sa.String(16), nullable=True))
+        t.add_column(sa.Column("confirm_of", sa.Integer(), nullable=True))
         t.add_column(sa.Column("params", sa.JSON(), nullable=True))
         t.add_column(sa.Column("value", sa.Float(), nullable=True))
         t.add_column(sa.Column("test_value", sa.Float(), nullable=True))
@@ -71,6 +76,8 @@ def upgrade() -> None:
     op.execute(
         "UPDATE hpt_study_optimizers SET running = claimed - finished WHERE claimed > finished"
     )
+    op.execute("UPDATE hpt_study_optimizers SET search_trials = n_trials")
+    op.execute("UPDATE hpt_studies SET phase = 'completed' WHERE status = 'completed'")
 
 
 def downgrade() -> None:
