@@ -16,8 +16,9 @@ per operation), not to arithmetic. So the loop:
    once on divergence: a nan/inf loss, or a loss ``DIVERGENCE_FACTOR`` times the first one;
 5. for a plain MLP on a declared cross-entropy or MSE loss, computes the loss and the gradients
    by hand instead of through autograd, overwriting the gradient instead of zeroing it
-   (:func:`studies.fast_mlp.closed_form_for` says which models and tasks it covers); every other
-   model and task goes through autograd.
+   (:func:`studies.fast_mlp.closed_form_for` says which models and tasks it covers), its first step
+   checked against autograd (:class:`studies.fast_mlp.FirstStepChecked`); every other model and
+   task goes through autograd.
 
 The optimizers of the registry update each coordinate from its own gradient and state only, so
 stepping the flat buffer gives the same numbers as stepping the tensors one by one.
@@ -39,7 +40,7 @@ from torch import nn
 from torch.optim import optimizer as torch_optimizer
 
 from optim_core.registry import OptimizerSpec
-from studies.fast_mlp import closed_form_for
+from studies.fast_mlp import FirstStepChecked, closed_form_for
 from studies.tasks.base import Split, Task
 
 DIVERGENCE_FACTOR = 1e3
@@ -331,9 +332,10 @@ def train(
             None if optimizer.full_batch else values.get("batch_size", task.default_batch_size)
         )
         generator = torch.Generator().manual_seed(seed)
-        gradients: _Gradients | None = closed_form_for(model, task) if closed_form else None
-        if gradients is None:
-            gradients = _Autograd(task, model, zero_grad)
+        gradients: _Gradients = _Autograd(task, model, zero_grad)
+        closed = closed_form_for(model, task) if closed_form else None
+        if closed is not None:
+            gradients = FirstStepChecked(closed, task, model, fallback=gradients)
         targets = gradients.train_targets(task.data.split("train")[1])
         loop = _Loop(
             gradients,
