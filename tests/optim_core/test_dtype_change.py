@@ -17,6 +17,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import optim_core
 from optim_core._tensor_lists import PACK_MAX_NUMEL
 from tests.optim_core._training import ONE_PER_CLASS, Config
 
@@ -26,9 +27,15 @@ SHAPES = [*[(7, 3)] * 5, *[(4,)] * 5]
 assert max(torch.Size(shape).numel() for shape in SHAPES) <= PACK_MAX_NUMEL
 STEPS_AFTER = 4
 
+# Every class with all the state it keeps, plus plain Adam and SGD without momentum (no state).
+CONFIGS = [
+    *ONE_PER_CLASS,
+    Config(optim_core.Adam, torch.optim.Adam, {"lr": 0.01}),
+    Config(optim_core.SGD, torch.optim.SGD, {"lr": 0.05}),
+]
 CASES = [
     (config, foreach, state)
-    for config in ONE_PER_CLASS
+    for config in CONFIGS
     for foreach in (None, False, True)
     for state in ("state created", "no state yet")
 ]
