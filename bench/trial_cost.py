@@ -11,6 +11,10 @@ run in interleaved repetitions so that load on the machine hits them alike:
                    measure what the closed form buys;
 - ours, per-tensor: the same loop with the model's tensors stepped one by one (flat=False), to
                    measure what the flat parameter buys;
+- ours, torch's step wrapper: the same loop calling ``opt.step`` through torch.optim's per-call
+                   profiler-and-hooks wrapper instead of skipping it (studies.training._bare_step,
+                   which reads torch internals): what that shortcut is worth, as a share of a trial
+                   (paired per repetition; it stays only while worth more than 5%);
 - hand-indexed:    the same tensors indexed by hand each step, torch.optim.Adam's default path;
 - textbook:        the PyTorch tutorial's loops: DataLoader(TensorDataset, shuffle=True),
                    nn.CrossEntropyLoss, torch.optim.Adam, validation through a DataLoader too;
@@ -27,6 +31,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from optim_core import OPTIMIZERS
+from studies import training
 from studies.tasks import Task, get_task
 from studies.training import train
 
@@ -66,6 +72,38 @@ def run_ours_autograd(task: Task) -> nn.Module:
 
 def run_ours_per_tensor(task: Task) -> nn.Module:
     return train(task, OPTIMIZERS["adam"], VALUES, epochs=EPOCHS, seed=SEED, flat=False).model
+
+
+def run_ours_wrapped_step(task: Task) -> nn.Module:
+    with mock.patch.object(training, "_bare_step", lambda opt: opt.step):
+        return run_ours(task)
+
+
+STEP_CALLS = 2000  # optimizer steps per timed batch of the per-step comparison
+
+
+def step_wrapper_costs(task: Task, repeats: int) -> list[float]:
+    """Seconds torch's step wrapper adds to one step of the trial's optimizer (flat parameter,
+    Adam), per repetition: a batch of bare steps and one of ``opt.step`` back to back."""
+    model = fresh_model(task)
+    flat = training.flatten_parameters(list(model.parameters()))
+    assert flat is not None
+    opt = OPTIMIZERS["adam"].build([flat], VALUES)
+    for group in opt.param_groups:
+        group["foreach"] = False  # as train() sets it for one flat tensor
+    torch.nn.init.normal_(flat.grad, std=1e-3)
+    bare = training._bare_step(opt)
+    assert bare != opt.step, "torch's step wrapper is not skipped here"
+    costs = []
+    for _ in range(repeats + 1):
+        start = time.thread_time()
+        for _ in range(STEP_CALLS):
+            bare()
+        middle = time.thread_time()
+        for _ in range(STEP_CALLS):
+            opt.step()
+        costs.append((time.thread_time() - 2 * middle + start) / STEP_CALLS)
+    return costs[1:]
 
 
 def run_hand_indexed(task: Task, *, fused: bool = False) -> nn.Module:
@@ -120,11 +158,13 @@ LOOPS: dict[str, Callable[[Task], nn.Module]] = {
     "ours (optim_core, flat)": run_ours,
     "ours, autograd path": run_ours_autograd,
     "ours, per-tensor": run_ours_per_tensor,
+    "ours, torch's step wrapper": run_ours_wrapped_step,
     "hand-indexed": run_hand_indexed,
     "textbook": run_textbook,
     "hand-indexed, fused Adam": lambda task: run_hand_indexed(task, fused=True),
 }
 GOALS = {"hand-indexed": 1.5, "textbook": 3.0}
+BARE_STEP_THRESHOLD = 0.05  # the share of a trial that justifies reading torch internals
 
 
 def main() -> None:
@@ -155,14 +195,14 @@ def main() -> None:
     medians = {name: statistics.median(runs) for name, runs in cpu.items()}
     ours = medians["ours (optim_core, flat)"]
     print(
-        f"{'loop':<26}{'cpu med s':>10}{'cpu min s':>10}{'wall med s':>11}{'ours is':>9}"
+        f"{'loop':<28}{'cpu med s':>10}{'cpu min s':>10}{'wall med s':>11}{'ours is':>9}"
         f"{'val acc':>9}{'test acc':>10}"
     )
     for name, model in models.items():
         val = accuracy(model, data.x_val, data.y_val)
         test = accuracy(model, data.x_test, data.y_test)
         print(
-            f"{name:<26}{medians[name]:>10.3f}{min(cpu[name]):>10.3f}"
+            f"{name:<28}{medians[name]:>10.3f}{min(cpu[name]):>10.3f}"
             f"{statistics.median(wall[name]):>11.3f}{medians[name] / ours:>8.2f}x"
             f"{val:>9.4f}{test:>10.4f}"
         )
@@ -170,6 +210,27 @@ def main() -> None:
         ratio = medians[name] / ours
         verdict = "met" if ratio >= goal else "MISSED"
         print(f"speed-up vs {name} (cpu medians): {ratio:.2f}x (goal >= {goal:g}x: {verdict})")
+    # Paired per repetition (the two ran back to back), so that load drifting between repetitions
+    # cancels out of each ratio.
+    bare_runs, wrapped_runs = cpu["ours (optim_core, flat)"], cpu["ours, torch's step wrapper"]
+    shares = [1.0 - bare / wrapped for bare, wrapped in zip(bare_runs, wrapped_runs, strict=True)]
+    share = statistics.median(shares)
+    verdict = "worth it" if share > BARE_STEP_THRESHOLD else "NOT worth it"
+    print(
+        f"skipping torch's step wrapper saves {100 * share:.1f}% of a trial (cpu, paired trials; "
+        f"min {100 * min(shares):.1f}%, max {100 * max(shares):.1f}% over {len(shares)} repeats;"
+        f" threshold {100 * BARE_STEP_THRESHOLD:g}%: {verdict})"
+    )
+    # The same from the cost of one step, less disturbed by the rest of the trial.
+    steps = train(task, OPTIMIZERS["adam"], VALUES, epochs=EPOCHS, seed=SEED).steps
+    costs = step_wrapper_costs(task, args.repeats)
+    per_step = statistics.median(costs)
+    print(
+        f"torch's step wrapper costs {1e6 * per_step:.1f} us a step (cpu, median of "
+        f"{len(costs)} paired batches of {STEP_CALLS}; min {1e6 * min(costs):.1f}, max "
+        f"{1e6 * max(costs):.1f}); x {steps} steps = {100 * steps * per_step / ours:.1f}% of "
+        f"ours' median trial"
+    )
 
 
 if __name__ == "__main__":

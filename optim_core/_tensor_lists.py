@@ -13,6 +13,14 @@ as they are: for them the op count does not matter and the copies would.
 A pack only holds parameters in the same state: same dtype and device, same step count and the same
 state tensors present, so that per-tensor scalars (bias corrections, SGD's first momentum step) hold
 for every element of the flat tensor.
+
+What a pack holds is decided by the parameters' identity *and* their dtype, device, shape and
+storage: ``p.data = p.data.double()`` (or a move to another device) gives the same parameter
+object new data, and a layout kept for the old data would step float32 copies of float64 weights.
+A parameter whose state tensors differ from it in dtype or device (state created before such a
+change) is never packed: it goes through the maths as it is, which then does what torch.optim's
+does with it, op for op (Adam's ``lerp_`` raises; SGD's, RMSprop's and Adagrad's in-place updates
+keep the old state dtype).
 """
 
 from __future__ import annotations
@@ -92,24 +100,32 @@ def _views(flat: Tensor, params: list[Tensor]) -> list[Tensor]:
     return views
 
 
+def _layout_key(p: Tensor) -> tuple[Any, ...]:
+    """What a parameter's place in the layout depends on: the object and the data it holds now."""
+    return (id(p), p.dtype, p.device, p.shape, p.data_ptr())
+
+
 @dataclass(eq=False)
 class GroupCache:
-    """What one parameter group's steps reuse while the same parameters have gradients: where they
-    live and which of them can share a pack. Owned by the optimizer, one per group."""
+    """What one parameter group's steps reuse while the same parameters, with the same data, have
+    gradients: where they live and which of them can share a pack. Owned by the optimizer, one per
+    group."""
 
-    ids: tuple[int, ...] = ()
+    keys: tuple[tuple[Any, ...], ...] = ()
     on_cpu: bool = True
     has_complex: bool = False
     packable: list[list[int]] = field(default_factory=list)  # same dtype and device, small
     unpacked: list[int] = field(default_factory=list)
-    packs: dict[tuple[int, ...], _Pack] = field(default_factory=dict)
+    packs: dict[tuple[tuple[Any, ...], ...], _Pack] = field(default_factory=dict)
 
     def refresh(self, params: list[Tensor]) -> None:
-        """Recompute the layout if the parameters with a gradient are not those of the last step."""
-        ids = tuple(map(id, params))
-        if ids == self.ids:
+        """Recompute the layout if the parameters with a gradient are not those of the last step,
+        or one of them holds other data (dtype, device, shape or storage) than it did then."""
+        keys = tuple(map(_layout_key, params))
+        if keys == self.keys:
             return
-        self.ids = ids
+        self.keys = keys
+        ids = [key[0] for key in keys]
         self.on_cpu = all(p.device.type == "cpu" for p in params)
         self.has_complex = any(p.is_complex() for p in params)
         buckets: dict[tuple[torch.dtype, torch.device], list[int]] = {}
@@ -213,7 +229,7 @@ def gather(
             return TensorLists(params, grads, state, steps, states)
         unpacked, packs = range(len(params)), []
     else:
-        unpacked, packs = _pack_members(cache, states, keys, steps, ops_per_tensor)
+        unpacked, packs = _pack_members(cache, params, states, keys, steps, ops_per_tensor)
     lists = TensorLists([], [], {key: [] for key in keys}, [] if steps is not None else None, [])
     for i in unpacked:
         param, grad, owner = params[i], grads[i], states[i]
@@ -229,11 +245,11 @@ def gather(
         lists._owners.append(owner)
     used = {}
     for members in packs:
-        ids = tuple([cache.ids[i] for i in members])
-        pack = cache.packs.get(ids)
+        layout = tuple([cache.keys[i] for i in members])
+        pack = cache.packs.get(layout)
         if pack is None:
             pack = _Pack([params[i] for i in members])
-        used[ids] = pack
+        used[layout] = pack
         # One call for both copies: per call, dispatch costs as much as copying a small tensor.
         torch._foreach_copy_(pack.copy_in, pack.params + [grads[i] for i in members])
         member_states = [states[i] for i in members]
@@ -250,6 +266,7 @@ def gather(
 
 def _pack_members(
     cache: GroupCache,
+    params: list[Tensor],
     states: list[State],
     keys: Sequence[str],
     steps: list[float] | None,
@@ -260,22 +277,45 @@ def _pack_members(
     for key in keys:
         present = [key in state for state in states].count(True)
         uniform = uniform and present in (0, len(states))
-    candidates = cache.packable
+    candidates, unpacked = cache.packable, cache.unpacked
+    foreign = _foreign_state(cache, params, states, keys)
+    if foreign:
+        # Copying such state into a pack would convert it, where torch.optim's maths runs on it
+        # as it is (and raises, or keeps its dtype); so these go through the maths unpacked.
+        candidates = [[i for i in members if i not in foreign] for members in candidates]
+        unpacked = unpacked + sorted(foreign)  # a new list: the cache's stays as it is
     if not uniform:  # for a few steps only: parameters in different states cannot share a pack
-        candidates = []
-        for members in cache.packable:
+        split_candidates = []
+        for members in candidates:
             split: dict[tuple[Any, ...], list[int]] = {}
             for i in members:
                 signature = (None if steps is None else steps[i], *(k in states[i] for k in keys))
                 split.setdefault(signature, []).append(i)
-            candidates += split.values()
-    unpacked, packs = cache.unpacked, []
+            split_candidates += split.values()
+        candidates = split_candidates
+    packs = []
     for members in candidates:
         if len(members) > 1 and len(members) * ops_per_tensor >= PACK_MIN_OPS:
             packs.append(members)
         else:
             unpacked = unpacked + members  # a new list: the cache's stays as it is
     return unpacked, packs
+
+
+def _foreign_state(
+    cache: GroupCache, params: list[Tensor], states: list[State], keys: Sequence[str]
+) -> set[int]:
+    """The packable parameters with a state tensor of another dtype or device than their own."""
+    foreign = set()
+    for members in cache.packable:
+        for i in members:
+            p, state = params[i], states[i]
+            for key in keys:
+                tensor = state.get(key)
+                if tensor is not None and (tensor.dtype != p.dtype or tensor.device != p.device):
+                    foreign.add(i)
+                    break
+    return foreign
 
 
 def group_by_device_and_dtype(

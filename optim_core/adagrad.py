@@ -35,8 +35,10 @@ class AdaGrad(BaseOptimizer):
     Raises:
         ValueError: an invalid hyperparameter; the message names it and its value.
 
-    State per parameter: ``'step'`` (a float) and ``'sum'``, created on the parameter's first step
-    (torch.optim creates them in the constructor) from its group's ``initial_accumulator_value``.
+    State per parameter: ``'step'`` (a float) and ``'sum'``, created in the constructor, as
+    torch.optim does, from the group's ``initial_accumulator_value`` (on the first step for a
+    group added later). A parameter given data of another dtype before its first step
+    (``p.data = p.data.double()``) so keeps the ``'sum'`` of its old dtype, as in torch.optim.
     """
 
     def __init__(
@@ -61,6 +63,13 @@ class AdaGrad(BaseOptimizer):
             "maximize": maximize,
         }
         super().__init__(params, defaults)
+        for group in self.param_groups:
+            fill = group["initial_accumulator_value"]
+            for p in group["params"]:
+                value = complex(fill, fill) if p.is_complex() else fill
+                state = self.state[p]
+                state["step"] = 0.0
+                state["sum"] = torch.full_like(p, value, memory_format=torch.preserve_format)
 
     @staticmethod
     def _check_settings(settings: Mapping[str, Any]) -> None:

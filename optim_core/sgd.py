@@ -178,8 +178,10 @@ def _single_tensor_sgd(
             buf = momentum_buffers[i]
             if buf is None:
                 buf = momentum_buffers[i] = grad.clone()
-            elif dampening == 0:
-                # b = g + m*b in one pass (a fused multiply-add) instead of two.
+            elif dampening == 0 and buf.dtype == grad.dtype:
+                # b = g + m*b in one pass (a fused multiply-add) instead of two. A buffer of
+                # another dtype (its parameter's data changed dtype after it was made) takes
+                # torch.optim's two in-place ops, which round m*b to its dtype first.
                 torch.add(grad, buf, alpha=momentum, out=buf)
             else:
                 buf.mul_(momentum).add_(grad, alpha=1 - dampening)

@@ -3,8 +3,13 @@
 What it covers
     A model that is an ``nn.Sequential`` of ``nn.Linear`` layers (with or without bias) and
     elementwise activations of :data:`ACTIVATIONS` (ReLU, LeakyReLU, Tanh, Sigmoid, GELU, SiLU,
-    and Identity), or a single ``nn.Linear``; every parameter trainable, no hook on any module or
-    parameter; trained on a loss the task declares in :attr:`studies.tasks.base.Task.loss_kind`:
+    and Identity), or a single ``nn.Linear``: a chain whose widths match, each linear layer used
+    once and no parameter shared between two of them (one used twice would get the sum of two
+    gradients, where the backward here writes one over the other), the linear layers' weights and
+    biases being all the model's parameters, every one trainable, float32 or float64 and dense; no
+    hook on any module or parameter and no ``forward`` replaced on an instance. None of these
+    layers depends on training mode. It is trained on a loss the task declares in
+    :attr:`studies.tasks.base.Task.loss_kind`:
     ``"cross_entropy"`` on int64 class indices (``ClassificationTask``) or ``"mse"`` on a target
     shaped like the output (``RegressionTask``). Among the built-in tasks: digits_mlp, wine_mlp,
     diabetes_mlp and breast_cancer_logreg. Anything else (digits_cnn, the point tasks, dropout or
@@ -31,6 +36,12 @@ Why
     nothing but the 0-d loss, and no graph: about 70 us against about 230 us through autograd
     (one thread, thread CPU time).
 
+Checked
+    What :func:`closed_form_for` accepts is checked once per trial: :class:`FirstStepChecked`
+    computes the first step's loss and gradients through autograd as well, and on a difference
+    beyond round-off (:data:`CHECK_TOLERANCE_ULPS`) logs a warning and trains the trial through
+    autograd from that step on. One autograd step per trial is the price.
+
 Same training
     The forward is the one ``nn.Linear`` runs (``addmm``); the loss value is computed every step
     from the log-softmax (cross-entropy) or the residual (MSE) already at hand, so the training
@@ -45,9 +56,12 @@ Same training
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +71,16 @@ from torch.nn.modules import module as nn_module
 from studies.tasks.base import LOSS_KINDS, LossKind, Task
 
 _aten = torch.ops.aten
+_logger = logging.getLogger(__name__)
+
+SUPPORTED_DTYPES = (torch.float32, torch.float64)
+"""Parameter dtypes computed here; the first-step check's tolerance is set for each."""
+
+CHECK_TOLERANCE_ULPS = 4096
+"""The first-step check's tolerance in units of the dtype's machine epsilon, relative to the
+largest gradient element: about 5e-4 in float32, 9e-13 in float64. Summation order moves the
+gradients by far less (the tests hold them to 1e-5 and 1e-12); a model computed wrongly (a layer's
+gradient overwritten, a wrong derivative) is off by order one."""
 
 
 @dataclass(frozen=True)
@@ -149,7 +173,7 @@ class _Linear:
         self.weight = module.weight.detach()
         self.weight_t = self.weight.t()
         self.bias = None if module.bias is None else module.bias.detach()
-        self.width: int = module.out_features
+        self.width: int = self.weight.shape[0]
         self.grad_weight: Tensor | None = None
         self.grad_bias: Tensor | None = None
 
@@ -240,19 +264,48 @@ def _in_place(stages: list[_Stage], index: int) -> bool:
     )
 
 
+# Instance attributes that would replace what calling a module runs.
+_CALL_OVERRIDES = ("forward", "_call_impl", "_wrapped_call_impl")
+
+
 def _sequence(model: nn.Module) -> list[nn.Module] | None:
-    """The layers of a plain MLP (``None`` if ``model`` is not one), nn.Identity included."""
-    if type(model) is nn.Linear:
-        return [model]
-    if type(model) is not nn.Sequential:  # a subclass may run another forward
+    """The layers of a plain MLP (``None`` if ``model`` is not one), nn.Identity included.
+
+    A plain MLP is a chain this module computes exactly: an ``nn.Linear`` or an ``nn.Sequential``
+    (exactly these types: a subclass may run another forward) of linear layers, each used once,
+    whose widths chain, and of covered activations (stateless: one instance may appear several
+    times); no module with a forward replaced on the instance.
+    """
+    modules = [model] if type(model) is nn.Linear else None
+    if type(model) is nn.Sequential:
+        modules = list(model)
+    if not modules or any(name in vars(model) for name in _CALL_OVERRIDES):
         return None
-    modules = list(model)
-    if not any(type(m) is nn.Linear for m in modules):
-        return None
+    linears = [m for m in modules if type(m) is nn.Linear]
+    if not linears or len({id(m) for m in linears}) < len(linears):
+        return None  # a linear layer used twice gets the sum of two gradients
+    width = None
     for module in modules:
-        if type(module) not in (nn.Linear, nn.Identity) and type(module) not in ACTIVATIONS:
+        if any(name in vars(module) for name in _CALL_OVERRIDES):
+            return None
+        if type(module) is nn.Linear:
+            if not _plain_linear(module, width):
+                return None
+            width = module.weight.shape[0]
+        elif type(module) is not nn.Identity and type(module) not in ACTIVATIONS:
             return None
     return modules
+
+
+def _plain_linear(module: nn.Linear, in_width: int | None) -> bool:
+    """Whether ``module`` holds a (width, ``in_width``) weight and a matching bias or none, both
+    registered parameters; ``in_width=None`` takes any input width."""
+    weight, bias = module.weight, module.bias
+    if type(weight) is not nn.Parameter or weight.dim() != 2:
+        return False
+    if in_width is not None and weight.shape[1] != in_width:
+        return False  # autograd raises its error for this model
+    return bias is None or (type(bias) is nn.Parameter and bias.shape == weight.shape[:1])
 
 
 def _has_hooks(model: nn.Module) -> bool:
@@ -315,10 +368,21 @@ class ClosedFormMLP:
         if loss_kind not in LOSS_KINDS or modules is None or _has_hooks(model):
             return None
         params = list(model.parameters())
+        owned = [
+            p
+            for m in dict.fromkeys(modules)  # each module once (activations may repeat)
+            if type(m) is nn.Linear
+            for p in (m.weight, m.bias)
+            if p is not None
+        ]
+        if len({id(p) for p in owned}) < len(owned):
+            return None  # a tied weight gets the sum of its uses' gradients
+        if {id(p) for p in owned} != {id(p) for p in params} or len(owned) != len(params):
+            return None  # a parameter elsewhere than in the linear layers
         if any(
-            type(p) is not nn.Parameter
-            or not p.requires_grad
-            or not p.is_floating_point()
+            not p.requires_grad
+            or p.dtype not in SUPPORTED_DTYPES
+            or p.layout is not torch.strided
             or p.dtype != params[0].dtype
             or p.device != params[0].device
             for p in params
@@ -451,3 +515,104 @@ def closed_form_for(model: nn.Module, task: Task) -> ClosedFormMLP | None:
         return None
     x, y = task.data.split("train")
     return closed if closed.accepts(x, y) else None
+
+
+class GradientSource(Protocol):
+    """What the training loop steps with (see ``studies.training``): here, autograd's."""
+
+    def loss(self, x: Tensor, targets: Tensor) -> float:
+        """The loss of one batch (targets as the task gives them), as a float."""
+        ...
+
+    def backward(self) -> None:
+        """Put the gradient of the last :meth:`loss` in the parameters' gradients."""
+        ...
+
+
+class FirstStepChecked:
+    """The closed form of a trial, its first step checked against autograd.
+
+    The first :meth:`loss` computes the loss and gradients both ways (one autograd pass through
+    ``task.batch_loss``, which leaves ``.grad`` alone). If they agree within
+    :data:`CHECK_TOLERANCE_ULPS`, training goes on in closed form from the gradients already
+    written; if not, a warning is logged, autograd's gradients replace them and every later step
+    goes through ``fallback``, so that a trial never trains on gradients autograd would not give.
+    The check costs one autograd step per trial.
+
+    Targets come in as :meth:`train_targets` makes them (one-hot rows for cross-entropy);
+    ``fallback`` gets them as the task gives them (class indices).
+    """
+
+    def __init__(
+        self, closed: ClosedFormMLP, task: Task, model: nn.Module, fallback: GradientSource
+    ) -> None:
+        self.closed = closed
+        self.task = task
+        self.model = model
+        self.fallback = fallback
+        self.agrees: bool | None = None  # None until the first step ran
+        self._gradients_written = False
+
+    def train_targets(self, y: Tensor) -> Tensor:
+        return self.closed.train_targets(y)
+
+    def _task_targets(self, targets: Tensor) -> Tensor:
+        # one-hot rows hold a single 1.0: argmax gives back the class index exactly
+        return targets.argmax(1) if self.closed.loss_kind == "cross_entropy" else targets
+
+    def loss(self, x: Tensor, targets: Tensor) -> float:
+        if self.agrees:
+            return self.closed.loss(x, targets)
+        if self.agrees is False:
+            return self.fallback.loss(x, self._task_targets(targets))
+        params = list(self.model.parameters())
+        expected = self.task.batch_loss(self.model, x, self._task_targets(targets))
+        expected_grads = torch.autograd.grad(expected, params)
+        value = self.closed.loss(x, targets)
+        self.closed.backward()
+        self._gradients_written = True
+        problem = _disagreement(value, expected.item(), params, expected_grads)
+        self.agrees = problem is None
+        if problem is None:
+            return value
+        if math.isfinite(expected.item()):
+            _logger.warning(
+                "task %s: the closed-form gradients of %s disagree with autograd's on the first "
+                "step (%s); this trial trains through autograd",
+                self.task.name,
+                type(self.model).__name__,
+                problem,
+            )
+        with torch.no_grad():
+            for p, grad in zip(params, expected_grads, strict=True):
+                p.grad.copy_(grad)  # type: ignore[union-attr]  # written by closed.backward()
+        return expected.item()
+
+    def backward(self) -> None:
+        if self._gradients_written:  # the first step: the check wrote them
+            self._gradients_written = False
+        elif self.agrees:
+            self.closed.backward()
+        else:
+            self.fallback.backward()
+
+
+def _disagreement(
+    value: float, expected: float, params: Sequence[Tensor], expected_grads: Sequence[Tensor]
+) -> str | None:
+    """How the closed form's loss and gradients differ from autograd's beyond round-off, or
+    ``None``. A non-finite loss is a disagreement too: autograd is then the one to report it."""
+    if not math.isfinite(expected):
+        return f"loss {expected}"
+    tolerance = CHECK_TOLERANCE_ULPS * torch.finfo(params[0].dtype).eps
+    if not abs(value - expected) <= tolerance * max(abs(expected), 1.0):
+        return f"loss {value!r} against {expected!r}"
+    scale = max(float(g.abs().max()) for g in expected_grads if g.numel() > 0)
+    for index, (p, grad) in enumerate(zip(params, expected_grads, strict=True)):
+        error = float((p.grad - grad).abs().max()) if grad.numel() > 0 else 0.0  # type: ignore[operator]
+        if not error <= tolerance * scale:
+            return (
+                f"parameter {index} {tuple(p.shape)}: largest difference {error:.3g}, "
+                f"tolerance {tolerance * scale:.3g}"
+            )
+    return None

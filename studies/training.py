@@ -16,8 +16,9 @@ per operation), not to arithmetic. So the loop:
    once on divergence: a nan/inf loss, or a loss ``DIVERGENCE_FACTOR`` times the first one;
 5. for a plain MLP on a declared cross-entropy or MSE loss, computes the loss and the gradients
    by hand instead of through autograd, overwriting the gradient instead of zeroing it
-   (:func:`studies.fast_mlp.closed_form_for` says which models and tasks it covers); every other
-   model and task goes through autograd.
+   (:func:`studies.fast_mlp.closed_form_for` says which models and tasks it covers), its first step
+   checked against autograd (:class:`studies.fast_mlp.FirstStepChecked`); every other model and
+   task goes through autograd.
 
 The optimizers of the registry update each coordinate from its own gradient and state only, so
 stepping the flat buffer gives the same numbers as stepping the tensors one by one.
@@ -39,7 +40,7 @@ from torch import nn
 from torch.optim import optimizer as torch_optimizer
 
 from optim_core.registry import OptimizerSpec
-from studies.fast_mlp import closed_form_for
+from studies.fast_mlp import FirstStepChecked, closed_form_for
 from studies.tasks.base import Split, Task
 
 DIVERGENCE_FACTOR = 1e3
@@ -197,9 +198,12 @@ def _bare_step(opt: torch.optim.Optimizer) -> Callable[[], Any]:
     """``opt.step`` without torch's per-call wrapper when the wrapper has nothing to do.
 
     ``torch.optim.Optimizer`` wraps every subclass's ``step`` in a profiler label and a dispatch of
-    step hooks, about 15 us a call: as much as Adam's maths on a small model. With no hook
-    registered, the wrapped function is the same step. Any hook, or a torch that wraps differently,
-    gets the ordinary ``opt.step``.
+    step hooks, about 20 us a call: as much as Adam's maths on a small model, 13% of a digits_mlp
+    trial (bench/trial_cost.py measures it beside the bare step). With no hook registered, the
+    wrapped function is the same step; only the profiler's label is lost. This reads torch
+    internals (the hook registries, ``profile_hook_step``'s ``__wrapped__`` and ``hooked``);
+    tests/studies/test_training.py fails when they change. Any hook, a step set on the instance
+    (an LR scheduler's counter), or a torch that wraps differently gets the ordinary ``opt.step``.
     """
     step = type(opt).step
     bare = getattr(step, "__wrapped__", None)
@@ -212,6 +216,7 @@ def _bare_step(opt: torch.optim.Optimizer) -> Callable[[], Any]:
     if (
         bare is None
         or not getattr(step, "hooked", False)  # not torch's profile_hook_step wrapper
+        or "step" in vars(opt)
         or any(hooks is None or len(hooks) > 0 for hooks in hook_registries)
     ):
         return opt.step
@@ -331,9 +336,10 @@ def train(
             None if optimizer.full_batch else values.get("batch_size", task.default_batch_size)
         )
         generator = torch.Generator().manual_seed(seed)
-        gradients: _Gradients | None = closed_form_for(model, task) if closed_form else None
-        if gradients is None:
-            gradients = _Autograd(task, model, zero_grad)
+        gradients: _Gradients = _Autograd(task, model, zero_grad)
+        closed = closed_form_for(model, task) if closed_form else None
+        if closed is not None:
+            gradients = FirstStepChecked(closed, task, model, fallback=gradients)
         targets = gradients.train_targets(task.data.split("train")[1])
         loop = _Loop(
             gradients,

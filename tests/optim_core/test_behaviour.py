@@ -61,7 +61,11 @@ def test_parameters_without_gradient_are_left_alone(config: Config, foreach: boo
     optimizer = config.ours([*params, frozen], **config.kwargs, foreach=foreach)
     train([(params, optimizer)], range(5))
     assert torch.equal(frozen, torch.ones(3, 3, dtype=torch.float64))
-    assert frozen not in optimizer.state
+    if config.ours is optim_core.AdaGrad:  # state made in the constructor, as torch.optim does
+        assert optimizer.state[frozen]["step"] == 0.0
+        assert torch.equal(optimizer.state[frozen]["sum"], torch.zeros_like(frozen))
+    else:
+        assert frozen not in optimizer.state
     assert all(p in optimizer.state for p in params)
 
 
@@ -125,13 +129,20 @@ def test_sparse_gradients_are_refused(
     )
     (embedding(torch.tensor([1, 2])).sum() + dense.sum()).backward()
     before = embedding.weight.detach().clone()
+    state_before = copy.deepcopy(optimizer.state_dict()["state"])  # AdaGrad's, from the constructor
     with pytest.raises(ValueError, match="does not support sparse gradients"):
         optimizer.step()
     with pytest.raises(RuntimeError, match="sparse"):  # what code written for torch.optim catches
         optimizer.step()
     # Refused means nothing happened, in the other group either.
     assert torch.equal(embedding.weight, before)
-    assert torch.equal(dense, torch.ones(3)) and not optimizer.state
+    assert torch.equal(dense, torch.ones(3))
+    state_after = optimizer.state_dict()["state"]
+    assert state_after.keys() == state_before.keys()
+    for index, param_state in state_after.items():
+        assert param_state.keys() == state_before[index].keys()
+        for key, value in param_state.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(state_before[index][key]))
 
 
 INVALID = [

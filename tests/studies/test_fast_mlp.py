@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 
@@ -11,7 +12,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from optim_core import OPTIMIZERS
-from studies.fast_mlp import ACTIVATIONS, ClosedFormMLP, closed_form_for, declared_loss
+from studies import fast_mlp
+from studies.fast_mlp import (
+    ACTIVATIONS,
+    ClosedFormMLP,
+    FirstStepChecked,
+    closed_form_for,
+    declared_loss,
+)
 from studies.tasks import get_task
 from studies.tasks.base import check_task
 from studies.tasks.digits_mlp import DigitsMLP
@@ -31,6 +39,12 @@ ONE_HIDDEN: dict[str, Callable[[], nn.Module]] = {
     "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
     "silu": nn.SiLU,
 }
+
+
+def _shared_activation() -> nn.Module:
+    act = nn.Tanh()  # stateless: the same numbers wherever it is used
+    return nn.Sequential(nn.Linear(7, 12), act, nn.Linear(12, 8), act, nn.Linear(8, 5))
+
 
 MODELS: dict[str, Callable[[], nn.Module]] = {
     **{
@@ -58,6 +72,7 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
     "two_hidden_relu": lambda: nn.Sequential(
         nn.Linear(7, 12), nn.ReLU(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 5)
     ),
+    "one_activation_module_used_twice": _shared_activation,
 }
 
 TOLERANCES = {
@@ -175,7 +190,49 @@ def _with_frozen_layer() -> nn.Module:
     return model
 
 
+def _shared_linear() -> nn.Module:
+    linear = nn.Linear(4, 4)
+    return nn.Sequential(linear, nn.Tanh(), linear)
+
+
+def _tied_weights() -> nn.Module:
+    model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4))
+    model[2].weight = model[0].weight
+    return model
+
+
+def _extra_parameter() -> nn.Module:
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    model.register_parameter("scale", nn.Parameter(torch.ones(3)))
+    return model
+
+
+def _weight_not_a_parameter() -> nn.Module:
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    weight = model[0].weight.detach().clone()
+    del model[0].weight
+    model[0].weight = weight  # a plain tensor: autograd leaves it alone
+    return model
+
+
+def _forward_replaced_on_instance() -> nn.Module:
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+    relu = model[1]
+    relu.forward = lambda x: torch.relu(x) * 2
+    return model
+
+
 NOT_COVERED: dict[str, Callable[[], nn.Module]] = {
+    "shared_linear": _shared_linear,
+    "tied_weights": _tied_weights,
+    "extra_parameter": _extra_parameter,
+    "weight_not_a_parameter": _weight_not_a_parameter,
+    "forward_replaced_on_instance": _forward_replaced_on_instance,
+    "widths_do_not_chain": lambda: nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(5, 3)),
+    "float16": lambda: nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)).half(),
+    "bfloat16": lambda: nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)).bfloat16(),
+    "rrelu_random_in_training": lambda: nn.Sequential(nn.Linear(4, 6), nn.RReLU(), nn.Linear(6, 3)),
+    "alpha_dropout": lambda: nn.Sequential(nn.Linear(4, 6), nn.AlphaDropout(), nn.Linear(6, 3)),
     "dropout": lambda: nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Dropout(0.5), nn.Linear(6, 3)),
     "batch_norm": lambda: nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Linear(6, 3)),
     "unregistered_activation": lambda: nn.Sequential(nn.Linear(4, 6), nn.ELU(), nn.Linear(6, 3)),
@@ -281,7 +338,8 @@ def test_the_loop_takes_the_closed_form_when_it_applies(monkeypatch):
     monkeypatch.setattr(ClassificationTask, "batch_loss", counting)
     task = get_task("wine_mlp")
     fast = train(task, OPTIMIZERS["adam"], ADAM_32, epochs=2, seed=0)
-    assert calls == [] and fast.steps > 0
+    assert calls == [ADAM_32["batch_size"]] and fast.steps > 0  # the first step's check only
+    calls.clear()
     slow = train(task, OPTIMIZERS["adam"], ADAM_32, epochs=2, seed=0, closed_form=False)
     assert len(calls) == slow.steps == fast.steps
 
@@ -346,3 +404,93 @@ def test_divergence_stops_the_closed_form_where_it_stops_autograd(name, lr):
     assert fast.stop_reason is not None and fast.stop_reason.startswith("diverged: loss ")
     assert fast.stop_reason == slow.stop_reason
     assert fast.steps == slow.steps and fast.epochs_run == 0
+
+
+class _MSETask:
+    """What FirstStepChecked reads of a task: its name and its batch loss."""
+
+    name = "mse_stub"
+
+    def batch_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(model(x), y)
+
+
+class _Autograd:
+    """The fallback: autograd into the parameters' gradients, counting its steps."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model, self.steps, self._loss = model, 0, None
+
+    def loss(self, x: torch.Tensor, targets: torch.Tensor) -> float:
+        self.model.zero_grad()
+        self._loss = F.mse_loss(self.model(x), targets)
+        return self._loss.item()
+
+    def backward(self) -> None:
+        self._loss.backward()
+        self.steps += 1
+
+
+def _stages_of(model: nn.Sequential) -> list:
+    # What build() would make of the model if it let it through.
+    return [fast_mlp._Linear(m) if type(m) is nn.Linear else ACTIVATIONS[type(m)](m) for m in model]
+
+
+def test_the_first_step_check_catches_a_linear_layer_used_twice(caplog):
+    torch.manual_seed(0)
+    model = _shared_linear()
+    closed = ClosedFormMLP(_stages_of(model), "mse")  # the closed form build() refuses
+    fallback = _Autograd(model)
+    checked = FirstStepChecked(closed, _MSETask(), model, fallback)
+    x, y = torch.randn(16, 4), torch.randn(16, 4)
+    expected_loss = F.mse_loss(model(x), y)
+    expected = torch.autograd.grad(expected_loss, list(model.parameters()))
+    with caplog.at_level(logging.WARNING, logger="studies.fast_mlp"):
+        value = checked.loss(x, y)
+        checked.backward()
+    assert checked.agrees is False
+    assert "disagree with autograd" in caplog.text and "mse_stub" in caplog.text
+    assert value == expected_loss.item()
+    for p, grad in zip(model.parameters(), expected, strict=True):
+        assert torch.equal(p.grad, grad)  # autograd's gradients, not the closed form's
+    checked.loss(x, y)
+    checked.backward()
+    assert fallback.steps == 1  # every later step goes through autograd
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+def test_the_first_step_check_passes_every_covered_model(model_name, dtype, caplog):
+    torch.manual_seed(0)
+    model = MODELS[model_name]().to(dtype)
+    closed = ClosedFormMLP.build(model, "mse")
+    assert closed is not None
+    checked = FirstStepChecked(closed, _MSETask(), model, _Autograd(model))
+    x = 10 * torch.randn(64, closed.input_width, dtype=dtype)  # large activations, large sums
+    y = torch.randn(64, closed.output_width, dtype=dtype)
+    with caplog.at_level(logging.WARNING, logger="studies.fast_mlp"):
+        checked.loss(x, y)
+        checked.backward()
+        checked.loss(x, y)
+        checked.backward()
+    assert checked.agrees is True and caplog.text == ""
+
+
+def test_a_closed_form_that_disagrees_trains_exactly_like_autograd(monkeypatch, caplog):
+    task = get_task("wine_mlp")
+    original = ClosedFormMLP.backward
+
+    def off_by_a_factor(self):  # a derivative gone wrong
+        original(self)
+        for stage in self.stages:
+            if isinstance(stage, fast_mlp._Linear):
+                stage.grad_weight.mul_(1.5)
+
+    monkeypatch.setattr(ClosedFormMLP, "backward", off_by_a_factor)
+    with caplog.at_level(logging.WARNING, logger="studies.fast_mlp"):
+        checked = train(task, OPTIMIZERS["adam"], ADAM_32, epochs=2, seed=0)
+    assert "wine_mlp" in caplog.text and "disagree with autograd" in caplog.text
+    slow = train(task, OPTIMIZERS["adam"], ADAM_32, epochs=2, seed=0, closed_form=False)
+    assert checked.curves == slow.curves and checked.steps == slow.steps
+    for key, value in checked.model.state_dict().items():
+        assert torch.equal(value, slow.model.state_dict()[key])

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
 
 import pytest
 import torch
 from torch import nn
-from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.optim.optimizer import (
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
 
+import optim_core
 from optim_core import OPTIMIZERS
+from optim_core._base import BaseOptimizer
 from studies.tasks import get_task
-from studies.training import flatten_parameters, train
+from studies.training import _bare_step, flatten_parameters, train
 from tests.studies.helpers import ADAM
 
 CONFIGS = {
@@ -206,3 +212,84 @@ def test_a_nan_validation_metric_stops_as_diverged(parabola):
     result = train(NanOnValidation(), OPTIMIZERS["gd"], {"lr": 0.1}, epochs=3, seed=0)
     assert result.stop_reason == "diverged: loss is nan at epoch 1"
     assert result.epochs_run == 0 and result.curves == {"train_loss": [], "loss": []}
+
+
+# What torch.optim.Optimizer.profile_hook_step's wrapper refers to (torch 2.13): a profiler label,
+# the four hook registries, the wrapped step and the profiler's empty _optimizer_step_code. When
+# torch changes it, the test below fails: read the new wrapper before updating this, and drop
+# _bare_step if it now does something a step without hooks needs.
+STEP_WRAPPER_NAMES = {
+    "cast",
+    "Optimizer",
+    "__class__",
+    "__name__",
+    "torch",
+    "autograd",
+    "profiler",
+    "record_function",
+    "chain",
+    "_global_optimizer_pre_hooks",
+    "values",
+    "_optimizer_step_pre_hooks",
+    "isinstance",
+    "tuple",
+    "len",
+    "RuntimeError",
+    "_optimizer_step_code",
+    "_optimizer_step_post_hooks",
+    "_global_optimizer_post_hooks",
+}
+
+
+def _empty_method(self) -> None:
+    """A docstring and nothing else, like Optimizer._optimizer_step_code."""
+
+
+def test_the_bare_step_skips_nothing_but_torchs_hook_and_profiler_wrapper():
+    def step(self, closure=None):
+        return None
+
+    wrapper = torch.optim.Optimizer.profile_hook_step(step)
+    assert wrapper.__wrapped__ is step
+    assert set(wrapper.__code__.co_names) == STEP_WRAPPER_NAMES
+    assert wrapper.__code__.co_freevars == ("func",)
+    step_code = torch.optim.Optimizer._optimizer_step_code.__code__
+    assert step_code.co_code == _empty_method.__code__.co_code and not step_code.co_names
+    opt = optim_core.Adam([nn.Parameter(torch.ones(3))])
+    assert type(opt).step.hooked is True
+    bare = _bare_step(opt)
+    assert isinstance(bare, functools.partial)
+    assert bare.func is BaseOptimizer.step and bare.args == (opt,)
+
+
+def _no_hook(opt, args, kwargs):
+    return None
+
+
+# Each public way of registering a step hook, and so each registry _bare_step reads.
+HOOK_REGISTRATIONS = {
+    "instance_pre": lambda opt: opt.register_step_pre_hook(_no_hook),
+    "instance_post": lambda opt: opt.register_step_post_hook(_no_hook),
+    "global_pre": lambda opt: register_optimizer_step_pre_hook(_no_hook),
+    "global_post": lambda opt: register_optimizer_step_post_hook(_no_hook),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOOK_REGISTRATIONS))
+def test_any_step_hook_means_the_ordinary_step(kind):
+    opt = optim_core.Adam([nn.Parameter(torch.ones(3))])
+    handle = HOOK_REGISTRATIONS[kind](opt)
+    try:
+        assert _bare_step(opt) == opt.step
+    finally:
+        handle.remove()
+    assert isinstance(_bare_step(opt), functools.partial)
+
+
+def test_a_step_set_on_the_instance_is_the_one_called():
+    # An LR scheduler wraps the instance's step to count calls; skipping it would make the
+    # scheduler warn that the optimizer never stepped.
+    opt = optim_core.Adam([nn.Parameter(torch.ones(3))])
+    torch.optim.lr_scheduler.StepLR(opt, step_size=1)
+    assert "step" in vars(opt)
+    assert _bare_step(opt) is vars(opt)["step"]
