@@ -161,6 +161,31 @@ class HPTClient:
         """Best config per optimizer of a study, and the overall winner."""
         return self._request("GET", f"{_study_path(name)}/best")
 
+    def report_page(self, name: str) -> str:
+        """The study's report page (self-contained HTML)."""
+        try:
+            response = self._http.get(f"{_study_path(name)}/report")
+        except httpx.TransportError as exc:
+            raise HPTConnectionError(
+                None, f"cannot reach the API at {self.base_url}; is `hpt serve` running? ({exc})"
+            ) from exc
+        if response.is_error:
+            raise HPTError(response.status_code, _error_detail(response))
+        return response.text
+
+    def renew(
+        self,
+        name: str,
+        optimizer: str,
+        number: int,
+        *,
+        lease: str,
+        lease_seconds: float | None = None,
+    ) -> Any:
+        """Extend a running trial's lease (while training takes longer than it)."""
+        body = _params(lease=lease, lease_seconds=lease_seconds)
+        return self._request("POST", f"{_trial_path(name, optimizer, number)}/renew", json=body)
+
     def trials(
         self,
         name: str,

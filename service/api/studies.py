@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from service.api.deps import (
     DatabaseDep,
     Limit,
     Offset,
+    ReaderDep,
     RequireApiKey,
     SettingsDep,
     WriterDep,
@@ -19,6 +20,8 @@ from service.api.errors import error_responses
 from service.errors import StudyNotFound
 from service.lifecycle import stop_study
 from service.reads import list_studies, study_best, study_view
+from service.report import render_report
+from service.report.assemble import study_report
 from service.schemas import BestOut, StudyCreate, StudyDeletedOut, StudyOut, StudyPageOut
 from service.study_admin import create_study, delete_study
 from service.study_requests import StudyRequest
@@ -96,6 +99,23 @@ def best(name: str, db: DatabaseDep) -> BestOut:
     """Per optimizer, best first: the value, hyperparameters, test metric and the line of Python
     that builds the optimizer; and the overall winner."""
     return study_best(db, name)
+
+
+@router.get(
+    "/{name}/report",
+    response_class=HTMLResponse,
+    summary="The study's report page (HTML, works offline)",
+    responses={
+        **error_responses(404),
+        200: {"content": {"text/html": {}}, "description": "One self-contained page."},
+    },
+)
+def report(name: str, db: DatabaseDep, storage: ReaderDep) -> HTMLResponse:
+    """One page that compares the optimizers: best so far against epochs spent, the learning
+    curves of each optimizer's confirmed config over seeds, the metric against the learning
+    rate, which hyperparameters mattered, and the verdict with the line of Python that builds
+    each optimizer. It reloads itself while the study runs."""
+    return HTMLResponse(render_report(study_report(db, storage, name)))
 
 
 @router.post(

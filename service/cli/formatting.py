@@ -27,6 +27,17 @@ TRIAL_STATE_STYLES: Mapping[str, str] = {
 }
 
 
+def format_spread(summary: Mapping[str, Any]) -> str:
+    """A figure over seeds: ``0.9769 ± 0.0045`` (the half width of its 95% interval)."""
+    mean = summary.get("mean")
+    if mean is None:
+        return "-"
+    low, high = summary.get("ci_low"), summary.get("ci_high")
+    if low is None or high is None:
+        return f"{mean:.4g}"
+    return f"{mean:.4g} ± {(high - low) / 2:.2g}"
+
+
 def study_summary(study: Mapping[str, Any]) -> str:
     names = [row["optimizer"] if isinstance(row, Mapping) else row for row in study["optimizers"]]
     parts = [

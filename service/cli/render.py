@@ -23,6 +23,7 @@ from service.cli.formatting import (
     eta_text,
     format_params,
     format_space,
+    format_spread,
     format_value,
     short_time,
     study_summary,
@@ -102,17 +103,34 @@ def print_best(name: str, best: Mapping[str, Any]) -> None:
         f"{escape(str(best['direction']))}",
         title_justify="left",
     )
-    for column in ("optimizer", "value", "test", "trial", "params"):
+    confirmed = best.get("verdict") is not None
+    columns = ("optimizer", "value", "test", "seeds", "verdict", "params") if confirmed else (
+        "optimizer", "value", "test", "trial", "params"
+    )
+    for column in columns:
         table.add_column(column, justify="left" if column in ("optimizer", "params") else "right")
     for row in best["optimizers"]:
-        table.add_row(
-            escape(row["optimizer"]),
-            format_value(row["value"]),
-            format_value(row["test_value"]),
-            f"#{row['number']}",
-            escape(format_params(row["params"])),
-        )
+        seeds = row.get("confirmed")
+        if confirmed and seeds:
+            table.add_row(
+                escape(row["optimizer"]),
+                format_spread(seeds["value"]),
+                format_spread(seeds["test_value"]),
+                str(seeds["value"]["n"]),
+                escape(seeds["status"]),
+                escape(format_params(row["params"])),
+            )
+        else:
+            table.add_row(
+                escape(row["optimizer"]),
+                format_value(row["value"]),
+                format_value(row["test_value"]),
+                f"#{row['number']}",
+                escape(format_params(row["params"])),
+            )
     out.print(table)
+    if confirmed:
+        out.print(escape(best["verdict"]["sentence"]))
     if best["winner"]:
         print_winner(best["winner"], leader=best.get("status") not in (None, "completed"))
 

@@ -166,6 +166,23 @@ def study_best(
     print_best(name, best)
 
 
+def study_report(
+    name: NameArgument,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the page here (default: NAME-report.html)."),
+    ] = None,
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Save the study's report: one HTML page that works offline (plots and the verdict)."""
+    with api(url, api_key) as client:
+        page = client.report_page(name)
+    path = output or Path(f"{name}-report.html")
+    path.write_text(page, encoding="utf-8")
+    stdout_console().print(f"wrote the report of {escape(name)} to {escape(str(path))}")
+
+
 def study_trials(
     name: NameArgument,
     optimizer: Annotated[

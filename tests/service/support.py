@@ -64,6 +64,7 @@ def tiny_study(name: str, **overrides: Any) -> dict[str, Any]:
         "sampler": "tpe",
         "pruner": "none",
         "seed": 0,
+        "confirm": {"top_k": 0},  # the confirmation phase's own tests turn it on
         **overrides,
     }
 

@@ -1,0 +1,111 @@
+"""The confirmation phase end to end: after the search, the top configs of each optimizer are
+re-trained on fresh seeds as ordinary slots (exact counts, any worker, a killed worker's slot
+runs again), and the verdict and the report come from them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlalchemy as sa
+
+from service.tables import TrialSlotRow
+from tests.helpers import wait_until
+from tests.service.support import (
+    Server,
+    ServiceProcess,
+    assert_exact_trials,
+    create_study,
+    freeze_during_trial,
+    get_study,
+    inspector,
+    tiny_study,
+    wait_for_status,
+)
+
+STUDY_TIMEOUT = 240.0
+CONFIRMED = {"n_trials": 3, "epochs": 3, "confirm": {"top_k": 2, "seeds": 3}}
+
+
+def test_a_study_searches_then_confirms_then_gives_a_verdict(
+    database_url: str,
+    start_server: Callable[..., Server],
+    start_worker: Callable[..., ServiceProcess],
+) -> None:
+    server = start_server(database_url)
+    worker = start_worker(database_url)
+    with server.client() as api:
+        created = create_study(api, tiny_study("confirmed", **CONFIRMED))
+        assert created["phase"] == "searching"
+        assert created["confirm"] == {"top_k": 2, "seeds": 3}
+        seen = set()
+
+        def phases() -> bool:
+            study = get_study(api, "confirmed")
+            seen.add(study["phase"])
+            return study["status"] == "completed"
+
+        wait_until(phases, STUDY_TIMEOUT, 0.1, message="the study to complete")
+        assert seen >= {"confirming", "completed"}
+        study = get_study(api, "confirmed")
+        for optimizer in study["optimizers"]:
+            assert optimizer["search_trials"] == 3
+            assert optimizer["confirm_trials"] == 6
+            assert optimizer["finished"] == optimizer["n_trials"] == 9
+        best = api.get("/api/v1/studies/confirmed/best").json()
+        verdict = best["verdict"]
+        assert verdict["outcome"] in ("winner", "tied")
+        assert "Welch" in verdict["test"]
+        assert best["leaders"] and set(best["leaders"]) <= {"sgd", "adam"}
+        for row in best["optimizers"]:
+            figures = row["confirmed"]["value"]
+            assert figures["n"] == 3 and len(figures["values"]) == 3
+            assert figures["ci_low"] <= figures["mean"] <= figures["ci_high"]
+            assert row["python"].startswith("optim_core.")
+        if verdict["outcome"] == "tied":
+            assert best["winner"] is None, "no winner is crowned within the noise"
+        trials = api.get("/api/v1/studies/confirmed/trials?limit=100").json()
+        origins = [t["origin"] for t in trials["items"]]
+        assert origins.count("confirm") == 12 and trials["total"] == 18
+        page = api.get("/api/v1/studies/confirmed/report")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "<svg" in page.text and verdict["sentence"].split(" ")[0] in page.text
+        assert "http://" not in page.text.replace("http://www.w3.org", ""), "no external asset"
+    assert worker.alive()
+    assert_exact_trials(database_url, "confirmed", ["sgd", "adam"], 9)
+
+
+def test_a_worker_killed_during_confirmation_is_replaced_with_exact_counts(
+    database_url: str,
+    start_server: Callable[..., Server],
+    start_worker: Callable[..., ServiceProcess],
+) -> None:
+    server = start_server(database_url)
+    doomed = start_worker(database_url)
+    db = inspector(database_url)
+    with server.client() as api:
+        create_study(api, tiny_study("shaky", optimizers=["adam"], **CONFIRMED))
+        wait_until(lambda: get_study(api, "shaky")["phase"] == "confirming", STUDY_TIMEOUT, 0.05)
+        lost = freeze_during_trial(db, doomed)
+        with db.connect() as conn:
+            origin = conn.scalar(sa.select(TrialSlotRow.origin).where(TrialSlotRow.id == lost.id))
+        doomed.kill()
+        rescuer = start_worker(database_url)
+        study = wait_for_status(api, "shaky", STUDY_TIMEOUT, processes=[rescuer])
+    assert study["status"] == "completed"
+    if origin == "confirm":
+        confirmed = api_best_seeds(server)
+        assert confirmed == [3, 3], "the killed seed ran again"
+    assert_exact_trials(database_url, "shaky", ["adam"], 9, failed=1)
+
+
+def api_best_seeds(server: Server) -> list[int]:
+    with server.client() as api:
+        study = get_study(api, "shaky")
+        assert study["status"] == "completed"
+        with inspector(server.database_url).connect() as conn:
+            rows = conn.execute(
+                sa.select(TrialSlotRow.confirm_of, sa.func.count())
+                .where(TrialSlotRow.origin == "confirm", TrialSlotRow.state == "finished")
+                .group_by(TrialSlotRow.confirm_of)
+            ).all()
+    return sorted(count for _, count in rows)
