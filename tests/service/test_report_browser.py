@@ -98,3 +98,42 @@ def test_hostile_study_name_stays_text_in_the_browser(tmp_path: Path, chromium: 
     assert "<script" not in dom.lower() and "<img" not in dom.lower()
     assert f"{evil}: which optimizer is best" in visible_text(dom)
     assert "This study is confirming: the page reloads itself every 10 s." in visible_text(dom)
+
+
+@pytest.mark.browser
+def test_report_of_a_real_finished_study_served_by_the_api(
+    tmp_path: Path, chromium: str, sqlite_url: str, start_server, start_worker
+):
+    from tests.service.support import create_study, tiny_study, wait_for_status
+
+    server = start_server(sqlite_url)
+    worker = start_worker(sqlite_url)
+    body = tiny_study(
+        "browser-report",
+        optimizers=["sgd", "momentum", "adam"],
+        n_trials=4,
+        epochs=4,
+        confirm={"top_k": 1, "seeds": 3},
+    )
+    with server.client() as api:
+        create_study(api, body)
+        study = wait_for_status(api, "browser-report", 300, processes=[worker])
+        assert study["status"] == "completed"
+        verdict = api.get("/api/v1/studies/browser-report/best").json()["verdict"]
+        html = api.get("/api/v1/studies/browser-report/report").text
+    page = tmp_path / "served-report.html"
+    page.write_text(html, encoding="utf-8")  # opened from a file: nothing may come from the API
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "report-served-study.png"
+    screenshot.unlink(missing_ok=True)
+
+    dom = chromium_dom(chromium, page, tmp_path / "chromium-profile", screenshot)
+    text = visible_text(dom)
+
+    assert len(re.findall(r'<svg class="chart[^"]*"', dom)) >= 2 + 3
+    assert len(re.findall(r'<polygon class="band"', dom)) == 3, "a band over seeds per optimizer"
+    assert verdict["sentence"] in " ".join(text.split())
+    for optimizer in ("sgd", "momentum", "adam"):
+        assert optimizer in text
+    assert "optim_core." in text
+    assert screenshot.exists() and screenshot.stat().st_size > 10_000
