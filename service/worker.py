@@ -153,13 +153,29 @@ class Worker:
 
     def __post_init__(self) -> None:
         self.db = Database.connect(self.settings.database_url)
-        self.storage = make_optuna_storage(self.settings.database_url)
-        self.guard = SlotGuard.install(self.storage.engine)
         self.outage = OutageWatch(f"worker {self.worker_id}", self.stop_event)
+        self._storage: optuna.storages.RDBStorage | None = None
+        self._guard: SlotGuard | None = None
         self.trials_done = 0
         self._current: Claim | None = None
         # One instance per task name: a task caches its loaded data, so later trials skip the load.
         self._tasks: dict[str, Task] = {}
+
+    @property
+    def storage(self) -> optuna.storages.RDBStorage:
+        """Optuna's storage, opened on first use (waiting out an outage at start)."""
+        if self._storage is None:
+            self._storage = self.outage.call(
+                "open Optuna's storage", lambda: make_optuna_storage(self.settings.database_url)
+            )
+        return self._storage
+
+    @property
+    def guard(self) -> SlotGuard:
+        """Checks every Optuna write of a trial against its slot (:mod:`service.slot_guard`)."""
+        if self._guard is None:
+            self._guard = SlotGuard.install(self.storage.engine)
+        return self._guard
 
     def install_signal_handlers(self) -> None:
         """SIGTERM and SIGINT: finish the running trial, then stop."""
@@ -196,7 +212,8 @@ class Worker:
                 beat_thread.join(timeout=5)
             self._unregister()
             self.db.dispose()
-            self.storage.engine.dispose()
+            if self._storage is not None:
+                self._storage.engine.dispose()
         log.info("worker %s stopped after %d trials", self.worker_id, self.trials_done)
         return self.trials_done
 
