@@ -396,8 +396,12 @@ def _tell_optuna(
             )
     except SlotTakenBack as exc:
         raise Conflict(f"{label} ended meanwhile (its lease ran out); ask again") from exc
-    except optuna.exceptions.UpdateFinishedTrialError:
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+        # Study.tell refuses a finished trial (ValueError before it writes, or Optuna's own
+        # error if it finished meanwhile): an earlier attempt of this tell, or recovery.
         frozen = at.storage.get_trial(slot.trial_id)
+        if not frozen.state.is_finished():
+            raise
         if frozen.state == state and (state != TrialState.COMPLETE or frozen.value == value):
             return frozen  # told by an earlier attempt whose slot update did not happen
         raise Conflict(
