@@ -163,15 +163,7 @@ class HPTClient:
 
     def report_page(self, name: str) -> str:
         """The study's report page (self-contained HTML)."""
-        try:
-            response = self._http.get(f"{_study_path(name)}/report")
-        except httpx.TransportError as exc:
-            raise HPTConnectionError(
-                None, f"cannot reach the API at {self.base_url}; is `hpt serve` running? ({exc})"
-            ) from exc
-        if response.is_error:
-            raise HPTError(response.status_code, _error_detail(response))
-        return response.text
+        return self._send("GET", f"{_study_path(name)}/report").text
 
     def renew(
         self,
@@ -265,7 +257,7 @@ class HPTClient:
 
     # -- plumbing -------------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -274,6 +266,10 @@ class HPTClient:
             ) from exc
         if response.is_error:
             raise HPTError(response.status_code, _error_detail(response))
+        return response
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._send(method, path, **kwargs)
         if response.status_code == 204 or not response.content:
             return None
         return response.json()
