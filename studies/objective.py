@@ -43,7 +43,7 @@ class TrialPlan:
     Args:
         task: The task to train.
         optimizer: The registry spec of the optimizer.
-        space: The search space, already resolved (``optimizer.resolve_space(overrides)``).
+        space: The search space, already resolved (:func:`task_space`).
         epochs: Epochs per trial.
         metric: The objective, one of ``task.metrics``.
         seed: Base seed; each trial's seed is derived from it and the trial number.
@@ -69,6 +69,22 @@ class TrialPlan:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.time_limit is not None and not self.time_limit > 0:
             raise ValueError(f"time_limit must be positive seconds, got {self.time_limit!r}")
+
+
+def task_space(
+    task: Task | None, optimizer: OptimizerSpec, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Dimension]:
+    """The search space of ``optimizer`` on ``task``, with a user's JSON ``overrides``.
+
+    A task whose batch size does nothing (``task.batch_size_applies`` false: no data) searches no
+    ``batch_size``. ``task=None`` is a task this process does not train (ask/tell's
+    ``external``): the whole space.
+
+    Raises:
+        optim_core.SpaceError: overrides that do not fit the optimizer or the task.
+    """
+    applies = task is None or task.batch_size_applies
+    return optimizer.resolve_space(overrides, batch_size=applies)
 
 
 def study_direction(task: Task, metric: str) -> str:

@@ -63,6 +63,9 @@ class Task(abc.ABC):
         default_epochs: Epochs of a trial when the request names none.
         default_batch_size: Batch size when the search space has none (and the optimizer is not
             full-batch).
+        batch_size_applies: Whether the batch size changes what a step sees. ``False`` for tasks
+            without data, whose every step sees the same (empty) batch: their studies do not
+            search a ``batch_size`` and their best params show none.
         steps_per_epoch: For tasks without data (a function to minimise): optimizer steps per epoch,
             each on the whole (empty) training set. ``None`` for tasks with data, where an epoch is
             one pass over the training set.
@@ -82,6 +85,7 @@ class Task(abc.ABC):
     default_metric: str
     default_epochs: int
     default_batch_size: int = 32
+    batch_size_applies: bool = True
     steps_per_epoch: int | None = None
     split_seed: int = 0
     loss_kind: LossKind | None = None
@@ -149,6 +153,8 @@ def check_task(task: object) -> None:
         value = getattr(task, attribute)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"task {task.name!r}: {attribute} must be a positive integer")
+    if not isinstance(task.batch_size_applies, bool):
+        raise ValueError(f"task {task.name!r}: batch_size_applies must be True or False")
     if task.loss_kind is not None and task.loss_kind not in LOSS_KINDS:
         raise ValueError(
             f"task {task.name!r}: loss_kind must be None or one of {list(LOSS_KINDS)}, "
