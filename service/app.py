@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from service.api import asktell, best, catalog, health, studies, trials
+from service.api import asktell, best, catalog, docs, health, studies, trials
 from service.api.errors import install_error_handlers
 from service.config import Settings
 from service.db import create_tables, make_engine, make_optuna_storage
@@ -29,6 +29,7 @@ ROUTERS = (
     trials.router,
     asktell.router,
     best.router,
+    docs.router,
 )
 
 DESCRIPTION = """\
@@ -96,6 +97,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        # Served by service.api.docs from installed assets, not by FastAPI's CDN-based pages.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings if settings is not None else Settings()
     app.state.metrics = HttpMetrics()
