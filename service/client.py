@@ -124,11 +124,18 @@ class HPTClient:
         """The tasks, with metric, direction and default epochs."""
         return self._request("GET", f"{API_PREFIX}/tasks")
 
-    def best_for_task(self, task: str, optimizer: str | None = None) -> Any:
-        """Best known config per optimizer for ``task``, over all studies."""
-        return self._request(
-            "GET", f"{API_PREFIX}/best", params=_params(task=task, optimizer=optimizer)
-        )
+    def best_for_task(
+        self,
+        task: str,
+        optimizer: str | None = None,
+        *,
+        metric: str | None = None,
+        direction: str | None = None,
+    ) -> Any:
+        """Best known config per optimizer for ``task``, over all studies (``metric``: the task's
+        default unless given; task ``external`` needs it)."""
+        params = _params(task=task, optimizer=optimizer, metric=metric, direction=direction)
+        return self._request("GET", f"{API_PREFIX}/best", params=params)
 
     # -- studies --------------------------------------------------------------------------------
 
