@@ -2,8 +2,9 @@
 
 ``hpt serve`` runs the API and the embedded workers, ``hpt worker`` one more worker (on this or
 another machine), ``hpt dashboard`` optuna-dashboard on the same database. ``hpt study ...``,
-``hpt tasks``, ``hpt optimizers`` and ``hpt best`` talk to a running API over HTTP through :mod:`service.client`: tables for people, ``--json`` for
-scripts, and an API error is one red line, never a traceback.
+``hpt tasks``, ``hpt optimizers`` and ``hpt best`` talk to a running API over HTTP through
+:mod:`service.client`: tables for people, ``--json`` for scripts, and an API error is one red
+line, never a traceback.
 
 Heavy imports (torch, optuna, uvicorn) happen inside the commands that need them, so ``hpt study``
 answers at once.

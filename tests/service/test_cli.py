@@ -375,7 +375,8 @@ def test_best_for_a_task_over_all_studies(runner: CliRunner, api: str) -> None:
                 optimizers=["sgd", "adam"], n_trials=1, seed=0,
             )  # fmt: skip
             asked = client.ask(name)
-            client.tell(name, asked["optimizer"], asked["number"], value=value, lease=asked["lease"])
+            optimizer, number = asked["optimizer"], asked["number"]
+            client.tell(name, optimizer, number, value=value, lease=asked["lease"])
     code, _, err = invoke(runner, "best", "--task", "external", "--url", api)
     assert code == 1 and "metric" in err, err  # external studies name their own metric
     code, out, _ = invoke(runner, "best", "--task", "external", "--metric", "loss", "--url", api)
