@@ -9,6 +9,7 @@ offered the same hyperparameters again.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -313,6 +314,41 @@ def _renew_lease(engine: Engine, held: _HeldTrial) -> datetime | None:
             .values(lease_expires_at=expires)
         ).rowcount
     return as_utc(expires) if renewed else None
+
+
+def renew_lease(
+    *,
+    engine: Engine,
+    storage: optuna.storages.BaseStorage,
+    name: str,
+    optimizer: str,
+    number: int,
+    lease: str,
+    lease_seconds: float | None = None,
+) -> datetime:
+    """Extend the lease of a running trial (a client training longer than its lease).
+
+    Args:
+        lease_seconds: The new lease from now; default: the one the trial was asked with.
+
+    Returns:
+        When the lease now runs out.
+
+    Raises:
+        StudyNotFound: no such study.
+        TrialNotFound: no such trial.
+        Conflict: the trial has ended, its lease ran out, or ``lease`` is not its lease.
+    """
+    held = _held_trial(engine, storage, name=name, optimizer=optimizer, number=number, lease=lease)
+    if lease_seconds is not None:
+        held = dataclasses.replace(held, lease_seconds=lease_seconds)
+    expires = _renew_lease(engine, held)
+    if expires is None:
+        raise Conflict(
+            f"trial {optimizer}/{number} of study {name!r} ended meanwhile (told, or its lease "
+            "ran out)"
+        )
+    return expires
 
 
 def tell_outcome(

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.deps import EngineDep, RequireApiKey, SettingsDep, StorageDep
 from service.api.errors import error_responses
-from service.ask_tell import AskedTrial, Reported, Told, ask_trial, report_value, tell_outcome
+from service.ask_tell import (
+    AskedTrial,
+    Reported,
+    Told,
+    ask_trial,
+    renew_lease,
+    report_value,
+    tell_outcome,
+)
 from service.schemas import (
+    MAX_LEASE_SECONDS,
     AskOut,
     AskRequest,
     ReportOut,
@@ -99,3 +110,49 @@ def tell(
         lease=body.lease,
         max_failed_trials=settings.max_failed_trials,
     )
+
+
+class RenewRequest(BaseModel):
+    """Extend the lease of a running trial."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lease: str = Field(max_length=64, description="The lease of the ask.")
+    lease_seconds: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_LEASE_SECONDS,
+        description="The new lease from now; default: the one the trial was asked with.",
+    )
+
+
+class RenewOut(BaseModel):
+    lease_expires_at: datetime
+
+
+@router.post(
+    "/{optimizer}/{number}/renew",
+    response_model=RenewOut,
+    summary="Extend a trial's lease while it trains",
+    responses=_ERRORS,
+)
+def renew(
+    name: str,
+    optimizer: str,
+    number: int,
+    body: RenewRequest,
+    engine: EngineDep,
+    storage: StorageDep,
+) -> RenewOut:
+    """Keep a trial that trains longer than its lease: the lease runs ``lease_seconds`` from now.
+    409 when the trial has ended, its lease ran out, or the lease does not match."""
+    expires = renew_lease(
+        engine=engine,
+        storage=storage,
+        name=name,
+        optimizer=optimizer,
+        number=number,
+        lease=body.lease,
+        lease_seconds=body.lease_seconds,
+    )
+    return RenewOut(lease_expires_at=expires)
