@@ -478,7 +478,8 @@ class RemoteTrial:
             HPTError: the trial ended meanwhile (its lease ran out), or the server refused.
         """
         if self._lost is not None:
-            raise HPTError(409, f"trial {self.optimizer}/{self.number} lost its lease: {self._lost}")
+            label = f"trial {self.optimizer}/{self.number}"
+            raise HPTError(409, f"{label} lost its lease: {self._lost}")
         answer = self._client.report(
             self.study, self.optimizer, self.number, int(step), float(value), lease=self.lease
         )
