@@ -11,6 +11,7 @@ under the entry-point group ``hpt.tasks``.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,6 +46,13 @@ class TaskData:
     def split(self, name: Split) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``(x, y)`` tensors of split ``name`` (``"train"``, ``"val"`` or ``"test"``)."""
         return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
+
+    def to(self, device: torch.device) -> TaskData:
+        """The same data on ``device`` (this object itself when it is there already)."""
+        tensors = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if all(tensor.device == device for tensor in tensors.values()):
+            return self
+        return TaskData(**{key: tensor.to(device) for key, tensor in tensors.items()})
 
 
 class Task(abc.ABC):
@@ -92,8 +100,26 @@ class Task(abc.ABC):
 
     @functools.cached_property
     def data(self) -> TaskData:
-        """The task's tensors, loaded on first use and kept by this instance."""
+        """The task's tensors, loaded on first use and kept by this instance (on
+        :attr:`device`)."""
         return self.load_data()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the task's data are (the CPU until :meth:`to` moves them)."""
+        return self.__dict__.get("_device", torch.device("cpu"))
+
+    def to(self, device: torch.device) -> Task:
+        """Keep the data on ``device`` from now on: moved once, then every trial of this instance
+        finds them there. Returns the task.
+
+        A task holding tensors of its own besides :attr:`data` (constants its loss or metrics
+        use) overrides this to move them too, calling ``super().to(device)``.
+        """
+        if device != self.device:
+            self.__dict__["data"] = self.data.to(device)
+            self.__dict__["_device"] = device
+        return self
 
     @abc.abstractmethod
     def load_data(self) -> TaskData:

@@ -471,3 +471,22 @@ def test_serve_runs_a_study_to_completion_and_stops_on_sigterm(
     serve.send(signal.SIGTERM)
     assert serve.wait(timeout=60) == 0
     assert "stopping 1 worker(s)" in serve.log()
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def test_a_bad_device_stops_a_worker_and_serve_at_start(runner: CliRunner, sqlite_url: str) -> None:
+    for command in ("worker", "serve"):
+        code, _, err = invoke(runner, command, "--device", "gpu", "--database-url", sqlite_url)
+        assert code == 1 and "unknown device 'gpu'; use auto, cpu, cuda or cuda:N" in err, err
+
+
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="this machine has a CUDA device"
+)
+def test_a_gpu_device_on_a_machine_without_one_says_so(runner: CliRunner, sqlite_url: str) -> None:
+    code, _, err = invoke(runner, "worker", "--device", "cuda:1", "--database-url", sqlite_url)
+    assert code == 1 and "torch sees no CUDA device here" in err, err
+    code, _, err = invoke(runner, "serve", "--device", "cuda", "--database-url", sqlite_url)
+    assert code == 1 and "torch sees no CUDA device here" in err, err
