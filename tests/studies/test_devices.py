@@ -51,14 +51,15 @@ def test_the_setting_is_read_from_hpt_device(monkeypatch: pytest.MonkeyPatch) ->
 def test_cpu_and_auto_resolve_here() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
-    expected = torch.device("cuda", torch.cuda.current_device()) if HAS_CUDA else torch.device("cpu")
+    cpu = torch.device("cpu")
+    expected = torch.device("cuda", torch.cuda.current_device()) if HAS_CUDA else cpu
     assert resolve_device("auto") == resolve_device(None) == expected
 
 
 @NEEDS_NO_CUDA
 @pytest.mark.parametrize("name", ["cuda", "cuda:0", "cuda:3"])
 def test_a_gpu_name_on_a_machine_without_one_says_so(name: str) -> None:
-    with pytest.raises(ValueError, match="torch sees no CUDA device here.*use 'cpu' or 'auto'"):
+    with pytest.raises(ValueError, match=r"torch sees no CUDA device here.*use 'cpu' or 'auto'"):
         resolve_device(name)
     with pytest.raises(ValueError, match="no CUDA device"):
         worker_devices(name, None, 4)
