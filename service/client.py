@@ -474,12 +474,15 @@ class RemoteTrial:
         """Report the metric at ``step`` (an epoch); renews the lease.
 
         Raises:
-            TrialPruned: the service's pruner stops this trial.
+            TrialPruned: the service's pruner stops this trial, or ``value`` is nan or infinite
+                (the training diverged: told pruned, as the service's own workers do).
             HPTError: the trial ended meanwhile (its lease ran out), or the server refused.
         """
         if self._lost is not None:
             label = f"trial {self.optimizer}/{self.number}"
             raise HPTError(409, f"{label} lost its lease: {self._lost}")
+        if not math.isfinite(value):
+            raise TrialPruned(f"diverged: the value is {value} at step {step}")
         answer = self._client.report(
             self.study, self.optimizer, self.number, int(step), float(value), lease=self.lease
         )

@@ -195,6 +195,18 @@ def test_a_pruned_trial_is_told_pruned_and_the_loop_goes_on() -> None:
     }  # fmt: skip
 
 
+def test_a_diverged_value_prunes_the_trial_without_reporting_it(fake: FakeService) -> None:
+    def objective(trial: RemoteTrial) -> float:
+        trial.report(0, 1.0)
+        trial.report(1, float("inf"))
+        return 1.0
+
+    with client_of(fake) as client:
+        client.optimize("s", objective, n_trials=1)
+    assert [body["state"] for body in fake.finished.values()] == ["pruned"]
+    assert [step for *_, step, _ in fake.reports] == [0]
+
+
 def test_optunas_trial_pruned_counts_as_pruned_too(fake: FakeService) -> None:
     import optuna
 
