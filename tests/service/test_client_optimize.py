@@ -51,7 +51,6 @@ class FakeService:
     numbers: Counter[str] = field(default_factory=Counter)
     calls: Counter[str] = field(default_factory=Counter)
     reports: list[tuple[str, int, int, float]] = field(default_factory=list)
-    offered_again: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for _ in range(self.held_by_others):
@@ -104,9 +103,8 @@ class FakeService:
                 return httpx.Response(200, json={"lease_expires_at": "2030-01-01T00:00:00Z"})
             assert verb == "tell", verb
             del self.held[key]
-            if body.get("state") == "failed":
+            if body.get("state") == "failed":  # its place goes back to the study
                 self.failed.append(key)
-                self.offered_again.append(self._params(*key))
             else:
                 self.finished[key] = body
             return httpx.Response(200, json={"state": body.get("state", "complete")})
@@ -122,9 +120,7 @@ class FakeService:
         number = self._number(optimizer)
         lease = f"lease-{optimizer}-{number}"
         self.held[(optimizer, number)] = lease
-        params = (
-            self.offered_again.pop(0) if self.offered_again else self._params(optimizer, number)
-        )
+        params = self._params(optimizer, number)
         answer = {
             "study": name, "optimizer": optimizer, "number": number, "params": params,
             "python": "optim_core.SGD(...)", "lease": lease,
@@ -234,8 +230,6 @@ def test_an_exception_fails_its_trial_and_the_loop_goes_on(
         assert client.optimize("s", objective, poll_interval=0.01) == 8
     assert len(fake.failed) == 2 and len(fake.finished) == 6 and fake.status == "completed"
     assert "ValueError: out of memory, say" in caplog.text
-    # A failed trial's params are offered again to the next ask (the real service does this).
-    assert not fake.offered_again
 
 
 def test_an_exception_outside_catch_fails_its_trial_and_is_raised(fake: FakeService) -> None:
