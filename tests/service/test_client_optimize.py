@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import _thread
 import json
 import signal
 import sys
@@ -258,6 +259,29 @@ def test_ctrl_c_fails_the_running_trial_and_is_raised(fake: FakeService) -> None
     with client_of(fake) as client, pytest.raises(KeyboardInterrupt):
         client.optimize("s", objective)
     assert fake.failed == [("sgd", 0)] and not fake.held and fake.calls["ask"] == 1
+
+
+def test_ctrl_c_with_threads_fails_every_running_trial_and_is_raised() -> None:
+    fake = FakeService(n_trials=10)
+    both_running, release = threading.Barrier(3), threading.Event()
+
+    def objective(trial: RemoteTrial) -> float:
+        both_running.wait(timeout=10)
+        release.wait(timeout=10)  # still training when Ctrl-C comes
+        return 1.0
+
+    def press_ctrl_c() -> None:
+        both_running.wait(timeout=10)
+        _thread.interrupt_main()
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    with client_of(fake) as client:
+        with pytest.raises(KeyboardInterrupt):
+            client.optimize("s", objective, n_jobs=2)
+        assert sorted(fake.failed) == [("adam", 0), ("sgd", 0)] and not fake.held
+        release.set()  # the threads' objectives return: their tells are refused, nothing runs
+        wait_until(lambda: fake.calls["tell"] >= 4, 10, 0.01)
+    assert not fake.finished and fake.calls["ask"] == 2
 
 
 def test_the_lease_is_renewed_while_the_objective_trains(fake: FakeService) -> None:
