@@ -147,7 +147,11 @@ class GroupCache:
 
         On CPU that is the packed single-tensor loop: CPU ``_foreach_*`` ops are C++ loops over the
         tensors, and lose to it on small models and on large ones (bench/optimizer_step.py). On
-        accelerators the multi-tensor kernels are the fast path, as in torch.optim.
+        accelerators the multi-tensor kernels are the fast path, as in torch.optim: the maths is
+        then torch's own ``_foreach_*`` kernels, op for op as torch.optim's foreach implementation
+        runs them, so it matches torch.optim's default there exactly (the parity tests run on
+        every device present). Torch's fused kernels are not used: they compute each update in
+        one kernel, in another order of operations, and are not the default they must match.
         """
         if foreach is None:
             return Path.PACKED if self.on_cpu else Path.FOREACH

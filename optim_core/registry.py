@@ -89,13 +89,30 @@ class OptimizerSpec:
     def domains(self) -> dict[str, Domain]:
         return {key: self.domain_overrides.get(key, DOMAINS[key]) for key in sorted(self.keys)}
 
-    def resolve_space(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Dimension]:
+    def resolve_space(
+        self, overrides: Mapping[str, Any] | None = None, *, batch_size: bool = True
+    ) -> dict[str, Dimension]:
         """The default space with a user's JSON overrides applied and validated.
+
+        Args:
+            overrides: The user's JSON overrides (``{"lr": {"low": 1e-4, ...}}``).
+            batch_size: ``False`` for a task where the batch size does nothing (no data): the
+                space has no ``batch_size``, and an override of it is refused.
 
         Raises:
             SpaceError: the message names the offending key and says what to fix.
         """
-        return apply_overrides(self.space, overrides or {}, self.domains)
+        overrides = overrides or {}
+        if batch_size:
+            return apply_overrides(self.space, overrides, self.domains)
+        if "batch_size" in overrides:
+            raise SpaceError(
+                "batch_size: this task has no data, every step sees the same batch, so a batch "
+                "size does nothing; drop it from the search space"
+            )
+        domains = {key: domain for key, domain in self.domains.items() if key != "batch_size"}
+        default = {key: dim for key, dim in self.space.items() if key != "batch_size"}
+        return apply_overrides(default, overrides, domains)
 
     def to_kwargs(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Constructor keywords from sampled values: ``beta1``/``beta2`` become ``betas``;
@@ -257,9 +274,12 @@ def get_optimizer(name: str) -> OptimizerSpec:
         raise KeyError(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}") from None
 
 
-def resolve_space(name: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Dimension]:
-    """The search space of optimizer ``name`` with ``overrides`` applied."""
-    return get_optimizer(name).resolve_space(overrides)
+def resolve_space(
+    name: str, overrides: Mapping[str, Any] | None = None, *, batch_size: bool = True
+) -> dict[str, Dimension]:
+    """The search space of optimizer ``name`` with ``overrides`` applied (without ``batch_size``
+    when ``batch_size`` is false: see :meth:`OptimizerSpec.resolve_space`)."""
+    return get_optimizer(name).resolve_space(overrides, batch_size=batch_size)
 
 
 __all__ = [

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from optuna.storages import RDBStorage
 from starlette.concurrency import run_in_threadpool
 
-from service.api import asktell, best, catalog, health, studies, trials
+from service.api import asktell, best, catalog, docs, health, studies, trials
 from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimit
 from service.ask_tell import AskTell
@@ -44,6 +44,7 @@ ROUTERS = (
     trials.router,
     asktell.router,
     best.router,
+    docs.router,
 )
 
 DESCRIPTION = """\
@@ -153,6 +154,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        # Served by service.api.docs from installed assets, not by FastAPI's CDN-based pages.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings if settings is not None else Settings()
     app.state.metrics = HttpMetrics()

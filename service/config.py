@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The device names of HPT_DEVICE (studies.devices.DEVICE_PATTERN, without importing torch).
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)$")
 
 
 class Settings(BaseSettings):
@@ -31,6 +35,11 @@ class Settings(BaseSettings):
         default_factory=lambda: os.cpu_count() or 1,
         ge=0,
         description="Embedded worker processes of 'hpt serve' (0: API only); default one per core.",
+    )
+    device: str = Field(
+        "auto",
+        description="Where workers train: auto (CUDA if present, else the CPU), cpu, cuda or "
+        "cuda:N. With auto or cuda on a GPU machine, 'hpt serve' runs one worker per GPU.",
     )
     dashboard_host: str = Field("127.0.0.1", description="Address optuna-dashboard listens on.")
     dashboard_port: int = Field(8080, ge=0, le=65535, description="Port of optuna-dashboard.")
@@ -92,6 +101,16 @@ class Settings(BaseSettings):
                 "give it a key (make .env writes a random one), or unset it to run without one"
             )
         return key
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, name: str) -> str:
+        # Only the spelling here (no torch import); whether this machine has that GPU is
+        # checked where the worker starts (studies.devices.resolve_device).
+        normalized = name.strip().lower()
+        if not DEVICE_PATTERN.match(normalized):
+            raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+        return normalized
 
     @property
     def api_key_value(self) -> str | None:

@@ -18,6 +18,7 @@ from service.config import Settings
 from service.errors import FieldError, InvalidRequest
 from service.optuna_bridge import optuna_study_name
 from service.vocabulary import EXTERNAL_TASK
+from studies.objective import task_space
 from studies.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
 from studies.tasks import available_tasks
 
@@ -224,6 +225,8 @@ def _check_limit(report: ReportProblem, key: str, value: int, limit: int, variab
 
 
 def _resolve_spaces(request: StudyRequest, report: ReportProblem) -> dict[str, Any]:
+    # No task (external, or unknown: reported already): the whole space.
+    task = available_tasks().get(request.task) if request.task != EXTERNAL_TASK else None
     spaces: dict[str, Any] = {}
     for index, name in enumerate(request.optimizers):
         spec = OPTIMIZERS.get(name)
@@ -236,7 +239,7 @@ def _resolve_spaces(request: StudyRequest, report: ReportProblem) -> dict[str, A
             report(("optimizers", index), f"{name!r} is listed twice; list each optimizer once")
         else:
             try:
-                spaces[name] = spec.resolve_space(request.search_space.get(name))
+                spaces[name] = task_space(task, spec, request.search_space.get(name))
             except SpaceError as exc:
                 report(("search_space", name), str(exc))
                 spaces[name] = None

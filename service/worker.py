@@ -54,6 +54,7 @@ from service.slot_guard import SlotGuard, SlotTakenBack
 from service.study_admin import purge_deleting_studies
 from service.tables import WorkerRow
 from service.vocabulary import ConfigOrigin, SlotOutcome
+from studies.devices import resolve_device
 from studies.objective import TrialPlan, make_objective
 from studies.samplers import make_pruner, make_sampler, slot_sampler_seed
 from studies.tasks import Task, get_task
@@ -154,6 +155,7 @@ class Worker:
     def __post_init__(self) -> None:
         self.db = Database.connect(self.settings.database_url)
         self.outage = OutageWatch(f"worker {self.worker_id}", self.stop_event)
+        self.device = resolve_device(self.settings.device)
         self._storage: optuna.storages.RDBStorage | None = None
         self._guard: SlotGuard | None = None
         self.trials_done = 0
@@ -366,6 +368,7 @@ class Worker:
             metric=claim.metric,
             seed=claim.seed or 0,
             time_limit=self.settings.trial_time_limit,
+            device=self.device,
         )
 
     def _load_study(self, claim: Claim, plan: TrialPlan) -> optuna.Study:

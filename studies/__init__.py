@@ -1,6 +1,6 @@
 """What a trial is: tasks, the fast training loop, the Optuna objective, samplers and pruners."""
 
-from studies.objective import TrialPlan, make_objective, study_direction
+from studies.objective import TrialPlan, make_objective, study_direction, task_space
 from studies.runner import run_study
 from studies.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
 from studies.tasks import Task, available_tasks, get_task
@@ -19,5 +19,6 @@ __all__ = [
     "make_sampler",
     "run_study",
     "study_direction",
+    "task_space",
     "train",
 ]

@@ -29,9 +29,11 @@ from typing import Any
 
 import numpy as np
 import optuna
+import torch
 
 from optim_core.registry import OptimizerSpec
 from optim_core.spaces import Dimension, sample_space
+from studies.devices import resolve_device
 from studies.tasks.base import Task
 from studies.training import evaluate, train
 
@@ -43,11 +45,13 @@ class TrialPlan:
     Args:
         task: The task to train.
         optimizer: The registry spec of the optimizer.
-        space: The search space, already resolved (``optimizer.resolve_space(overrides)``).
+        space: The search space, already resolved (:func:`task_space`).
         epochs: Epochs per trial.
         metric: The objective, one of ``task.metrics``.
         seed: Base seed; each trial's seed is derived from it and the trial number.
         time_limit: Seconds per trial, or ``None``.
+        device: Where trials train (a ``torch.device`` or a name of
+            :func:`studies.devices.resolve_device`); ``None``: the CPU.
 
     Raises:
         ValueError: an unknown metric, or a budget that is not positive.
@@ -60,6 +64,7 @@ class TrialPlan:
     metric: str
     seed: int = 0
     time_limit: float | None = None
+    device: torch.device | str | None = None
 
     def __post_init__(self) -> None:
         study_direction(self.task, self.metric)
@@ -69,6 +74,24 @@ class TrialPlan:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.time_limit is not None and not self.time_limit > 0:
             raise ValueError(f"time_limit must be positive seconds, got {self.time_limit!r}")
+        if self.device is not None:  # a bad or absent device fails here, not in every trial
+            object.__setattr__(self, "device", resolve_device(self.device))
+
+
+def task_space(
+    task: Task | None, optimizer: OptimizerSpec, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Dimension]:
+    """The search space of ``optimizer`` on ``task``, with a user's JSON ``overrides``.
+
+    A task whose batch size does nothing (``task.batch_size_applies`` false: no data) searches no
+    ``batch_size``. ``task=None`` is a task this process does not train (ask/tell's
+    ``external``): the whole space.
+
+    Raises:
+        optim_core.SpaceError: overrides that do not fit the optimizer or the task.
+    """
+    applies = task is None or task.batch_size_applies
+    return optimizer.resolve_space(overrides, batch_size=applies)
 
 
 def study_direction(task: Task, metric: str) -> str:
@@ -124,6 +147,7 @@ def _run_trial(plan: TrialPlan, trial: optuna.Trial) -> float:
         seed=training_seed(plan.seed, trial.number),
         time_limit=plan.time_limit,
         on_epoch=report,
+        device=plan.device,
     )
     trial.set_user_attr("curves", result.curves)
     trial.set_user_attr("epochs_run", result.epochs_run)

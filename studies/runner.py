@@ -8,7 +8,7 @@ from typing import Any
 import optuna
 
 from optim_core.registry import get_optimizer
-from studies.objective import TrialPlan, make_objective, study_direction
+from studies.objective import TrialPlan, make_objective, study_direction, task_space
 from studies.samplers import make_pruner, make_sampler
 from studies.tasks import get_task
 
@@ -54,7 +54,7 @@ def run_study(
     """
     task_ = get_task(task)
     spec = get_optimizer(optimizer)
-    space = spec.resolve_space(overrides)
+    space = task_space(task_, spec, overrides)
     epochs = task_.default_epochs if epochs is None else epochs
     metric = task_.default_metric if metric is None else metric
     plan = TrialPlan(task_, spec, space, epochs, metric, seed=seed, time_limit=time_limit)

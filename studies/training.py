@@ -40,6 +40,7 @@ from torch import nn
 from torch.optim import optimizer as torch_optimizer
 
 from optim_core.registry import OptimizerSpec
+from studies.devices import resolve_device
 from studies.fast_mlp import FirstStepChecked, closed_form_for
 from studies.tasks.base import Split, Task
 
@@ -146,6 +147,8 @@ def _epoch_batches(
     def shuffled() -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
         # One gather per epoch; the batches are then views of it.
         order = torch.randperm(len(x), generator=generator)
+        if order.device != x.device:  # drawn on the CPU: the same batches on every device
+            order = order.to(x.device)
         return zip(x[order].split(batch_size), y[order].split(batch_size), strict=True)
 
     return shuffled
@@ -294,6 +297,7 @@ def train(
     on_epoch: EpochCallback | None = None,
     flat: bool = True,
     closed_form: bool = True,
+    device: torch.device | str | None = None,
 ) -> TrainingResult:
     """Train a fresh model of ``task`` with ``optimizer`` configured by ``values``.
 
@@ -311,6 +315,11 @@ def train(
         closed_form: Compute the loss and gradients of a plain MLP by hand when
             :func:`studies.fast_mlp.closed_form_for` covers the model and the task (the same
             gradients up to rounding, faster); ``False`` always goes through autograd.
+        device: Where to train (a ``torch.device`` or a name of
+            :func:`studies.devices.resolve_device`); default: the CPU. The task's data move there
+            once (:meth:`Task.to`) and the model after it is built (on the CPU, so a seed gives
+            the same initial weights everywhere). The closed-form gradients are a CPU fast path:
+            elsewhere the same loop runs through autograd.
 
     Returns:
         The model, per-epoch curves and, if training stopped early, why. Divergence reads
@@ -318,9 +327,16 @@ def train(
         ``"time limit 30 s exceeded at epoch 7"``.
     """
     deadline = None if time_limit is None else time.monotonic() + time_limit
-    with single_thread(), torch.random.fork_rng(devices=()):
+    device = resolve_device("cpu" if device is None else device)
+    on_cpu = device.type == "cpu"
+    task.to(device)
+    # The caller's generators are untouched: the CPU one always, the GPU's when training there.
+    forked = () if on_cpu else [device.index]
+    with single_thread(), torch.random.fork_rng(devices=forked):
         torch.manual_seed(seed)
         model = task.build_model()
+        if not on_cpu:
+            model.to(device)
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         flat_param = flatten_parameters(params) if flat else None
@@ -337,7 +353,8 @@ def train(
         )
         generator = torch.Generator().manual_seed(seed)
         gradients: _Gradients = _Autograd(task, model, zero_grad)
-        closed = closed_form_for(model, task) if closed_form else None
+        # Closed-form gradients are a CPU fast path; every other device runs autograd.
+        closed = closed_form_for(model, task) if closed_form and on_cpu else None
         if closed is not None:
             gradients = FirstStepChecked(closed, task, model, fallback=gradients)
         targets = gradients.train_targets(task.data.split("train")[1])

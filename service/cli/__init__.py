@@ -1,16 +1,17 @@
 """The ``hpt`` command line: run the service (serve, worker, dashboard) and use it (study ...).
 
 ``hpt serve`` runs the API and the embedded workers, ``hpt worker`` one more worker (on this or
-another machine), ``hpt dashboard`` optuna-dashboard on the same database. ``hpt study ...`` talks
-to a running API over HTTP through :mod:`service.client`: tables for people, ``--json`` for
-scripts, and an API error is one red line, never a traceback.
+another machine), ``hpt dashboard`` optuna-dashboard on the same database. ``hpt study ...``,
+``hpt tasks``, ``hpt optimizers`` and ``hpt best`` talk to a running API over HTTP through
+:mod:`service.client`: tables for people, ``--json`` for scripts, and an API error is one red
+line, never a traceback.
 
 Heavy imports (torch, optuna, uvicorn) happen inside the commands that need them, so ``hpt study``
 answers at once.
 
 Modules: :mod:`~service.cli.server` (``hpt serve``), :mod:`~service.cli.runtime` (``hpt worker``,
 ``hpt dashboard``), :mod:`~service.cli.study` (``hpt study ...``), :mod:`~service.cli.catalog`
-(``hpt tasks``, ``hpt optimizers``), :mod:`~service.cli.render` and
+(``hpt tasks``, ``hpt optimizers``, ``hpt best``), :mod:`~service.cli.render` and
 :mod:`~service.cli.formatting` (output for people), :mod:`~service.cli.common` (what they share).
 This module assembles the app; ``python -m service.cli`` runs it (:mod:`service.cli.__main__`).
 """
@@ -18,10 +19,12 @@ This module assembles the app; ``python -m service.cli`` runs it (:mod:`service.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
 
 import typer
 
-from service.cli.catalog import optimizers, tasks
+from service.cli.catalog import best, optimizers, tasks
 from service.cli.common import (
     LOG_FORMAT,
     LOG_LEVELS,
@@ -68,6 +71,7 @@ __all__ = [
     "LogLevelOption",
     "NameArgument",
     "UrlOption",
+    "best",
     "build_app",
     "configure_logging",
     "dashboard",
@@ -94,6 +98,7 @@ SERVICE_COMMANDS: Mapping[str, Callable[..., None]] = {
     "dashboard": dashboard,
     "tasks": tasks,
     "optimizers": optimizers,
+    "best": best,
 }
 STUDY_COMMANDS: Mapping[str, Callable[..., None]] = {
     "create": study_create,
@@ -109,6 +114,36 @@ STUDY_COMMANDS: Mapping[str, Callable[..., None]] = {
 DB_COMMANDS: Mapping[str, Callable[..., None]] = {"upgrade": db_upgrade}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"hpt {installed_version()}")
+        raise typer.Exit()
+
+
+def _top_level(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the installed version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Optimizer hyperparameter tuning service: which optimizer, with which hyperparameters,
+    trains your model best."""
+
+
+def installed_version() -> str:
+    """The version of the installed ``hpt`` distribution (``0+unknown`` when run from a source
+    tree that was never installed)."""
+    try:
+        return version("hpt")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
 def build_app() -> typer.Typer:
     """The ``hpt`` command line (built per call: no state lives at module level)."""
     app = typer.Typer(
@@ -120,6 +155,7 @@ def build_app() -> typer.Typer:
         rich_markup_mode="rich",
         pretty_exceptions_enable=False,
     )
+    app.callback()(_top_level)
     for name, command in SERVICE_COMMANDS.items():
         app.command(name)(command)
     study = typer.Typer(

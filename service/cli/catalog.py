@@ -1,9 +1,14 @@
-"""``hpt tasks`` and ``hpt optimizers``: what a study can train and tune, asked of the API."""
+"""``hpt tasks``, ``hpt optimizers`` and ``hpt best``: what a study can train and tune, and the
+best known config of a task over all studies, asked of the API."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import typer
+
 from service.cli.common import ApiKeyOption, JsonOption, UrlOption, api, print_json
-from service.cli.render import print_optimizers, print_tasks
+from service.cli.render import print_optimizers, print_task_best, print_tasks
 from service.client import DEFAULT_URL
 
 
@@ -29,3 +34,25 @@ def optimizers(
         print_json(answer)
         return
     print_optimizers(answer)
+
+
+def best(
+    task: Annotated[str, typer.Option(help="The task (see `hpt tasks`).", show_default=False)],
+    optimizer: Annotated[
+        str | None, typer.Option(help="Only this optimizer.", show_default=False)
+    ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(help="Default: the task's (task external: required).", show_default=False),
+    ] = None,
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Best known config per optimizer for a task, over all studies of it, and the winner."""
+    with api(url, api_key) as client:
+        answer = client.best_for_task(task, optimizer, metric=metric)
+    if as_json:
+        print_json(answer)
+        return
+    print_task_best(answer)

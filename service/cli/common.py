@@ -42,6 +42,14 @@ DatabaseOption = Annotated[
         show_default=False,
     ),
 ]
+DeviceOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Where trials train: auto (CUDA if present, else the CPU), cpu, cuda or cuda:N "
+        "(env HPT_DEVICE, default auto).",
+        show_default=False,
+    ),
+]
 LogLevelOption = Annotated[
     str | None,
     typer.Option(

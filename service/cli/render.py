@@ -9,12 +9,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import typer
+from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
+from rich.text import Text
 
 from service.cli.common import stdout_console
 from service.cli.formatting import (
@@ -32,10 +36,113 @@ from service.cli.formatting import (
 )
 from service.client import FINAL_STATUSES, HPTClient
 
-_NUMERIC_COLUMNS = frozenset({"#", "value", "test", "time"})
+# The narrowest a wrapping column gets, its long words folded, before a table overflows.
+FOLD_WIDTH = 8
 _NO_STUDIES_YET = "No studies yet. Create one with [bold]hpt study create[/] (see --help)."
 
-# --------------------------------------------------------------------------- studies
+
+# --------------------------------------------------------------------------- tables that fit
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of a table for people.
+
+    Args:
+        header: Its heading.
+        justify: ``"right"`` for numbers.
+        wraps: Long cells wrap onto more lines (lists: params, optimizers, notes), folding a word
+            longer than the column rather than cutting it. Other columns (names, numbers,
+            statuses) are always one line, never cut.
+        drop_order: Columns that do not fit the terminal are left out, highest first; ``None``:
+            always shown.
+    """
+
+    header: str
+    justify: Literal["left", "right"] = "left"
+    wraps: bool = False
+    drop_order: int | None = None
+
+
+def fitted_table(
+    out: Console,
+    title: str | None,
+    columns: Sequence[Column],
+    rows: Sequence[Sequence[str]],
+) -> Table:
+    """A table of ``rows`` as wide as the terminal at most, where no cell is ever cut: list
+    cells wrap at their spaces, and when the table is still too wide, the columns with the
+    highest ``drop_order`` are left out (the caption names them). Past that, its lines are longer
+    than the terminal, which wraps them."""
+    cells = [[Text.from_markup(cell) for cell in row] for row in rows]
+    headers = [Text(column.header) for column in columns]
+
+    def longest_line(index: int) -> int:
+        return max(text.cell_len for text in [headers[index], *(row[index] for row in cells)])
+
+    def longest_word(index: int) -> int:
+        texts = [headers[index], *(row[index] for row in cells)]
+        return max((len(word) for text in texts for word in text.plain.split()), default=1)
+
+    shown = list(range(len(columns)))
+    while True:
+        wrapping = [i for i in shown if columns[i].wraps]
+        fixed = sum(longest_line(i) for i in shown if not columns[i].wraps)
+        room = out.width - fixed - (3 * len(shown) + 1)  # "│ " before each cell, " │" after
+        widths = _share(room, {i: (longest_word(i), longest_line(i)) for i in wrapping})
+        droppable = [i for i in shown if columns[i].drop_order is not None]
+        if widths is None and not droppable and wrapping:
+            # Last resort before overflowing: fold long words of the wrapping columns.
+            widths = _share(room, {i: (FOLD_WIDTH, longest_line(i)) for i in wrapping})
+        if widths is not None or not droppable:
+            break
+        shown.remove(max(droppable, key=lambda i: columns[i].drop_order or 0))
+
+    table = Table(title=title, title_justify="left")
+    for index in shown:
+        column = columns[index]
+        width = None if widths is None else widths.get(index)
+        if widths is None and column.wraps:
+            width = longest_word(index)  # past the terminal's width anyway: as narrow as can be
+        table.add_column(
+            column.header,
+            justify=column.justify,
+            no_wrap=not column.wraps,
+            overflow="fold",
+            width=width,
+        )
+    for row in rows:
+        table.add_row(*(row[index] for index in shown))
+    if widths is None:
+        # Too wide even so: longer lines than the terminal (which wraps them), rather than cuts.
+        table.width = Measurement.get(out, out.options.update(width=10**4), table).minimum
+    left_out = [column.header for i, column in enumerate(columns) if i not in shown]
+    if left_out:
+        table.caption = f"not shown (a wider terminal shows them): {', '.join(left_out)}"
+        table.caption_justify = "left"
+    return table
+
+
+def _share(room: int, wanted: Mapping[int, tuple[int, int]]) -> dict[int, int] | None:
+    """Widths for the wrapping columns, ``{index: (narrowest, widest)}``, that fit in ``room``:
+    each gets its narrowest, then the rest goes to those that want more; ``None`` when even the
+    narrowest do not fit."""
+    widths = {index: narrowest for index, (narrowest, _) in wanted.items()}
+    spare = room - sum(widths.values())
+    if spare < 0:
+        return None
+    hungry = [index for index, (_, widest) in wanted.items() if widest > widths[index]]
+    while spare > 0 and hungry:
+        share = max(spare // len(hungry), 1)
+        for index in list(hungry):
+            grant = min(share, wanted[index][1] - widths[index], spare)
+            widths[index] += grant
+            spare -= grant
+            if widths[index] >= wanted[index][1]:
+                hungry.remove(index)
+            if spare == 0:
+                break
+    return widths
 
 
 def print_studies(page: Mapping[str, Any], *, filtered: bool) -> None:
@@ -44,11 +151,17 @@ def print_studies(page: Mapping[str, Any], *, filtered: bool) -> None:
     if not page["items"]:
         out.print("No studies." if filtered else _NO_STUDIES_YET)
         return
-    table = Table(title=f"Studies ({page['total']})", title_justify="left")
-    for column in ("name", "task", "metric", "status", "optimizers", "trials", "created (UTC)"):
-        table.add_column(column, justify="right" if column == "trials" else "left")
-    for study in page["items"]:
-        table.add_row(
+    columns = [
+        Column("name"),
+        Column("task", drop_order=3),
+        Column("metric", drop_order=5),
+        Column("status"),
+        Column("optimizers", wraps=True, drop_order=4),
+        Column("trials", justify="right"),
+        Column("created (UTC)", drop_order=6),
+    ]
+    rows = [
+        [
             escape(study["name"]),
             escape(study["task"]),
             escape(study["metric"]),
@@ -56,7 +169,10 @@ def print_studies(page: Mapping[str, Any], *, filtered: bool) -> None:
             escape(", ".join(study["optimizers"])),
             f"{study['finished']}/{study['total']}",
             short_time(study["created_at"]),
-        )
+        ]
+        for study in page["items"]
+    ]
+    table = fitted_table(out, f"Studies ({page['total']})", columns, rows)
     out.print(table)
     print_more(page)
 
@@ -72,20 +188,30 @@ def print_study(study: Mapping[str, Any]) -> None:
     )
     if study["error"]:
         out.print(f"[red]{escape(study['error'])}[/]")
-    table = Table()
-    for column in ("optimizer", "finished", "running", "pruned", "failed", "best", "params"):
-        table.add_column(column, justify="left" if column in ("optimizer", "params") else "right")
+    columns = [
+        Column("optimizer"),
+        Column("finished", justify="right"),
+        Column("running", justify="right", drop_order=2),
+        Column("pruned", justify="right", drop_order=3),
+        Column("failed", justify="right", drop_order=1),
+        Column("best", justify="right"),
+        Column("params", wraps=True),
+    ]
+    rows = []
     for row in study["optimizers"]:
         best = row["best"] or {}
-        table.add_row(
-            escape(row["optimizer"]),
-            f"{row['finished']}/{row['n_trials']}",
-            str(row["running"]),
-            str(row["pruned"]),
-            styled_count(row["failed"], "red"),
-            format_value(best.get("value")),
-            escape(format_params(best.get("params"))),
+        rows.append(
+            [
+                escape(row["optimizer"]),
+                f"{row['finished']}/{row['n_trials']}",
+                str(row["running"]),
+                str(row["pruned"]),
+                styled_count(row["failed"], "red"),
+                format_value(best.get("value")),
+                escape(format_params(best.get("params"))),
+            ]
         )
+    table = fitted_table(out, None, columns, rows)
     out.print(table)
     if study["best"]:
         print_winner(study["best"], leader=study["status"] != "completed")
@@ -98,36 +224,17 @@ def print_best(name: str, best: Mapping[str, Any]) -> None:
     if not best["optimizers"]:
         out.print(f"Study [bold]{escape(name)}[/]{status} has no complete trial yet.")
         return
-    table = Table(
-        title=f"Best of {escape(name)}{status}: {escape(str(best['metric']))}, "
-        f"{escape(str(best['direction']))}",
-        title_justify="left",
+    title = (
+        f"Best of {escape(name)}{status}: {escape(str(best['metric']))}, "
+        f"{escape(str(best['direction']))}"
     )
     confirmed = best.get("verdict") is not None
-    columns = ("optimizer", "value", "test", "seeds", "verdict", "params") if confirmed else (
-        "optimizer", "value", "test", "trial", "params"
-    )
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("optimizer", "params") else "right")
-    for row in best["optimizers"]:
-        seeds = row.get("confirmed")
-        if confirmed and seeds:
-            table.add_row(
-                escape(row["optimizer"]),
-                format_spread(seeds["value"]),
-                format_spread(seeds["test_value"]),
-                str(seeds["value"]["n"]),
-                escape(seeds["status"]),
-                escape(format_params(row["params"])),
-            )
-        else:
-            table.add_row(
-                escape(row["optimizer"]),
-                format_value(row["value"]),
-                format_value(row["test_value"]),
-                f"#{row['number']}",
-                escape(format_params(row["params"])),
-            )
+    if confirmed:
+        rows = [_confirmed_row(row) for row in best["optimizers"]]
+        table = fitted_table(out, title, _CONFIRMED_COLUMNS, rows)
+    else:
+        rows = [_best_row(row) for row in best["optimizers"]]
+        table = fitted_table(out, title, _BEST_COLUMNS, rows)
     out.print(table)
     if confirmed:
         out.print(escape(best["verdict"]["sentence"]))
@@ -141,23 +248,100 @@ def print_trials(name: str, page: Mapping[str, Any], *, offset: int) -> None:
     if not page["items"]:
         out.print(f"No trials{' on this page' if offset else ''}.")
         return
-    table = Table(title=f"Trials of {escape(name)} ({page['total']})", title_justify="left")
-    for column in ("optimizer", "#", "state", "value", "test", "params", "time", "note"):
-        table.add_column(column, justify="right" if column in _NUMERIC_COLUMNS else "left")
+    columns = [
+        Column("optimizer"),
+        Column("#", justify="right"),
+        Column("state"),
+        Column("value", justify="right"),
+        Column("test", justify="right", drop_order=2),
+        Column("params", wraps=True),
+        Column("time", justify="right", drop_order=1),
+        Column("note", wraps=True, drop_order=3),
+    ]
+    rows = []
     for trial in page["items"]:
         duration = trial["duration_seconds"]
-        table.add_row(
-            escape(trial["optimizer"]),
-            str(trial["number"]),
-            f"[{TRIAL_STATE_STYLES.get(trial['state'], 'white')}]{trial['state']}[/]",
-            format_value(trial["value"]),
-            format_value(trial["test_value"]),
-            escape(format_params(trial["params"])),
-            "" if duration is None else f"{duration:.1f} s",
-            escape(trial["pruned_reason"] or trial["error"] or ""),
+        rows.append(
+            [
+                escape(trial["optimizer"]),
+                str(trial["number"]),
+                f"[{TRIAL_STATE_STYLES.get(trial['state'], 'white')}]{trial['state']}[/]",
+                format_value(trial["value"]),
+                format_value(trial["test_value"]),
+                escape(format_params(trial["params"])),
+                "" if duration is None else f"{duration:.1f} s",
+                escape(trial["pruned_reason"] or trial["error"] or ""),
+            ]
         )
+    table = fitted_table(out, f"Trials of {escape(name)} ({page['total']})", columns, rows)
     out.print(table)
     print_more(page)
+
+
+_BEST_COLUMNS = [
+    Column("optimizer"),
+    Column("value", justify="right"),
+    Column("test", justify="right", drop_order=2),
+    Column("trial", justify="right", drop_order=1),
+    Column("params", wraps=True),
+]
+
+
+def _best_row(row: Mapping[str, Any]) -> list[str]:
+    return [
+        escape(row["optimizer"]),
+        format_value(row["value"]),
+        format_value(row["test_value"]),
+        f"#{row['number']}",
+        escape(format_params(row["params"])),
+    ]
+
+
+_CONFIRMED_COLUMNS = [
+    Column("optimizer"),
+    Column("value (95% CI)", justify="right"),
+    Column("test (95% CI)", justify="right", drop_order=2),
+    Column("seeds", justify="right", drop_order=1),
+    Column("verdict"),
+    Column("params", wraps=True),
+]
+
+
+def _confirmed_row(row: Mapping[str, Any]) -> list[str]:
+    seeds = row.get("confirmed")
+    if not seeds:
+        return [escape(row["optimizer"]), format_value(row["value"]), "-", "0", "-", ""]
+    return [
+        escape(row["optimizer"]),
+        format_spread(seeds["value"]),
+        format_spread(seeds["test_value"]),
+        str(seeds["value"]["n"]),
+        escape(seeds["status"]),
+        escape(format_params(row["params"])),
+    ]
+
+
+def print_task_best(best: Mapping[str, Any]) -> None:
+    """The best known config per optimizer of a task over all its studies (``GET /best``)."""
+    out = stdout_console()
+    if not best["optimizers"]:
+        out.print(
+            f"No complete trial of task [bold]{escape(best['task'])}[/] yet"
+            f"{' in ' + str(len(best['studies'])) + ' studies' if best['studies'] else ''}."
+        )
+        return
+    columns = [Column("study"), *_BEST_COLUMNS]
+    rows = [[escape(row["study"]), *_best_row(row)] for row in best["optimizers"]]
+    title = (
+        f"Best known configs for {escape(best['task'])}: {escape(str(best['metric']))}, "
+        f"{escape(str(best['direction']))}, over {len(best['studies'])} "
+        f"stud{'ies' if len(best['studies']) != 1 else 'y'}"
+    )
+    out.print(fitted_table(out, title, columns, rows))
+    if best["winner"]:
+        winner = best["winner"]
+        print_winner(winner, leader=False)
+        out.print(f"  from study [bold]{escape(winner['study'])}[/]")
 
 
 def print_winner(best: Mapping[str, Any], *, leader: bool) -> None:

@@ -21,6 +21,7 @@ from rich.markup import escape
 
 from service.cli.common import (
     DatabaseOption,
+    DeviceOption,
     LogLevelOption,
     configure_logging,
     fail,
@@ -47,6 +48,7 @@ def worker(
         int | None,
         typer.Option(min=1, help="Exit after running this many trials.", show_default=False),
     ] = None,
+    device: DeviceOption = None,
     database_url: DatabaseOption = None,
     log_level: LogLevelOption = None,
     parent_pid: Annotated[
@@ -56,15 +58,23 @@ def worker(
 ) -> None:
     """Run one worker: claim trials of any study in the database, train them, repeat.
 
-    SIGTERM or Ctrl-C lets the running trial finish, then the worker exits. Run one per core, on
-    as many machines as share the database.
+    SIGTERM or Ctrl-C lets the running trial finish, then the worker exits. Run one per core (or
+    one per GPU, with --device cuda:N), on as many machines as share the database.
     """
-    settings = load_settings(database_url=database_url, log_level=log_level)
+    settings = load_settings(database_url=database_url, log_level=log_level, device=device)
     configure_logging(settings.log_level)
     if parent_pid is not None:
         _stop_when_parent_exits(parent_pid)
 
     import sqlalchemy as sa
+
+    from studies.devices import resolve_device
+
+    try:
+        log.info("worker trains on %s (HPT_DEVICE=%s)", resolve_device(settings.device),
+                 settings.device)  # fmt: skip
+    except ValueError as exc:
+        fail(f"worker: {exc}")
 
     from service.worker import run_worker
 

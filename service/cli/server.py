@@ -20,6 +20,7 @@ from rich.markup import escape
 
 from service.cli.common import (
     DatabaseOption,
+    DeviceOption,
     LogLevelOption,
     configure_logging,
     fail,
@@ -60,10 +61,11 @@ def serve(
         int | None,
         typer.Option(
             help="Embedded worker processes; 0 for the API only (env HPT_WORKERS, default one "
-            "per core).",
+            "per GPU on a GPU machine, else one per core).",
             show_default=False,
         ),
     ] = None,
+    device: DeviceOption = None,
     database_url: DatabaseOption = None,
     log_level: LogLevelOption = None,
     shutdown_timeout: Annotated[
@@ -76,15 +78,37 @@ def serve(
 ) -> None:
     """Run the API and N worker processes (restarted when they die) until Ctrl-C / SIGTERM."""
     settings = load_settings(
-        host=host, port=port, workers=workers, database_url=database_url, log_level=log_level
+        host=host,
+        port=port,
+        workers=workers,
+        device=device,
+        database_url=database_url,
+        log_level=log_level,
     )
     configure_logging(settings.log_level)
+    asked = workers is not None or "HPT_WORKERS" in os.environ
+    devices = _worker_devices(settings, asked=asked)
+    settings = settings.model_copy(update={"workers": len(devices)})
     _initialize_database(settings.database_url)
     sock = _bind(settings.host, settings.port)
     settings = settings.model_copy(update={"port": sock.getsockname()[1]})
     # create_app (uvicorn's factory) and the workers read their settings from the environment.
     os.environ.update(settings_env(settings))
-    _run_api_and_workers(settings, sock, shutdown_timeout=shutdown_timeout)
+    _run_api_and_workers(settings, sock, devices, shutdown_timeout=shutdown_timeout)
+
+
+def _worker_devices(settings: Settings, *, asked: bool) -> list[str]:
+    """The device of each embedded worker: one worker per GPU by default on a GPU machine."""
+    if settings.workers == 0:
+        return []
+    from studies.devices import worker_devices
+
+    try:
+        return worker_devices(
+            settings.device, settings.workers if asked else None, os.cpu_count() or 1
+        )
+    except ValueError as exc:
+        fail(f"HPT_DEVICE / --device: {exc}")
 
 
 def _initialize_database(url: str) -> None:
@@ -119,14 +143,22 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def _run_api_and_workers(
-    settings: Settings, sock: socket.socket, *, shutdown_timeout: float
+    settings: Settings, sock: socket.socket, devices: list[str], *, shutdown_timeout: float
 ) -> None:
     import uvicorn
 
     from service.supervisor import WorkerSupervisor, worker_command
 
-    supervisor = WorkerSupervisor(
-        settings.workers, command=worker_command(parent_pid=os.getpid()), env=dict(os.environ)
+    # One supervisor per device, its workers started with that device.
+    command = worker_command(parent_pid=os.getpid())
+    supervisor = _Supervisors(
+        [
+            WorkerSupervisor(
+                devices.count(device), command=[*command, "--device", device], env=dict(os.environ)
+            )
+            for device in dict.fromkeys(devices)
+        ]
+        or [WorkerSupervisor(0, command=command, env=dict(os.environ))]
     )
 
     signalled, stopping = threading.Event(), threading.Event()
@@ -139,7 +171,7 @@ def _run_api_and_workers(
                 self.should_exit = True
             elif self.started:
                 supervisor.start()
-                _print_serve_banner(settings)
+                _print_serve_banner(settings, devices)
 
     config = uvicorn.Config(
         "service.app:create_app",
@@ -158,8 +190,34 @@ def _run_api_and_workers(
     log.info("hpt serve stopped")
 
 
+class _Supervisors:
+    """The worker supervisors of ``hpt serve`` (one per device), driven as one."""
+
+    def __init__(self, supervisors: list[WorkerSupervisor]) -> None:
+        self.supervisors = supervisors
+
+    def start(self) -> None:
+        for supervisor in self.supervisors:
+            supervisor.start()
+
+    def stop(self, *, timeout: float) -> None:
+        # Side by side: every worker gets the same time to finish its trial.
+        threads = [
+            threading.Thread(target=supervisor.stop, kwargs={"timeout": timeout})
+            for supervisor in self.supervisors
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def kill_now(self) -> None:
+        for supervisor in self.supervisors:
+            supervisor.kill_now()
+
+
 def _install_stop_handlers(
-    signalled: threading.Event, stopping: threading.Event, supervisor: WorkerSupervisor
+    signalled: threading.Event, stopping: threading.Event, supervisor: _Supervisors
 ) -> None:
     """SIGINT/SIGTERM handlers for around uvicorn's own.
 
@@ -179,7 +237,7 @@ def _install_stop_handlers(
     signal.signal(signal.SIGTERM, on_signal)
 
 
-def _print_serve_banner(settings: Settings) -> None:
+def _print_serve_banner(settings: Settings, devices: list[str]) -> None:
     api = http_url(settings.host, settings.port)
     dashboard = http_url(settings.dashboard_host, settings.dashboard_port)
     workers = (
@@ -187,6 +245,8 @@ def _print_serve_banner(settings: Settings) -> None:
         if settings.workers
         else "no workers (API only; start some with `hpt worker`)"
     )
+    if devices:
+        workers += f" on {', '.join(dict.fromkeys(devices))}"
     out = stdout_console()
     out.print(f"[bold]hpt[/] API at [link={api}]{api}[/] with {workers}")
     out.print(f"  database   {escape(safe_url(settings.database_url))}")

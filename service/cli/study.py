@@ -235,9 +235,18 @@ def study_delete(
     api_key: ApiKeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Delete a study and all its trials (asks first unless --yes)."""
-    if not yes and not typer.confirm(f"Delete study {name!r} and all its trials?"):
-        fail("not deleted")
+    """Delete a study and all its trials.
+
+    Asks first; --yes (-y) deletes without asking, as scripts and pipelines must.
+    """
+    if not yes:
+        try:
+            confirmed = typer.confirm(f"Delete study {name!r} and all its trials?")
+        except typer.Abort:  # end of input: nobody at a terminal to answer
+            typer.echo()  # end the question's line
+            fail(f"not deleted: no answer to the question; use --yes to delete {name!r} unasked")
+        if not confirmed:
+            fail("not deleted")
     with api(url, api_key) as client:
         answer = client.delete(name)
     if as_json:

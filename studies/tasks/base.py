@@ -11,6 +11,7 @@ under the entry-point group ``hpt.tasks``.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,6 +47,13 @@ class TaskData:
         """The ``(x, y)`` tensors of split ``name`` (``"train"``, ``"val"`` or ``"test"``)."""
         return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
 
+    def to(self, device: torch.device) -> TaskData:
+        """The same data on ``device`` (this object itself when it is there already)."""
+        tensors = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if all(tensor.device == device for tensor in tensors.values()):
+            return self
+        return TaskData(**{key: tensor.to(device) for key, tensor in tensors.items()})
+
 
 class Task(abc.ABC):
     """A training problem a study tunes an optimizer on.
@@ -63,6 +71,9 @@ class Task(abc.ABC):
         default_epochs: Epochs of a trial when the request names none.
         default_batch_size: Batch size when the search space has none (and the optimizer is not
             full-batch).
+        batch_size_applies: Whether the batch size changes what a step sees. ``False`` for tasks
+            without data, whose every step sees the same (empty) batch: their studies do not
+            search a ``batch_size`` and their best params show none.
         steps_per_epoch: For tasks without data (a function to minimise): optimizer steps per epoch,
             each on the whole (empty) training set. ``None`` for tasks with data, where an epoch is
             one pass over the training set.
@@ -82,14 +93,33 @@ class Task(abc.ABC):
     default_metric: str
     default_epochs: int
     default_batch_size: int = 32
+    batch_size_applies: bool = True
     steps_per_epoch: int | None = None
     split_seed: int = 0
     loss_kind: LossKind | None = None
 
     @functools.cached_property
     def data(self) -> TaskData:
-        """The task's tensors, loaded on first use and kept by this instance."""
+        """The task's tensors, loaded on first use and kept by this instance (on
+        :attr:`device`)."""
         return self.load_data()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the task's data are (the CPU until :meth:`to` moves them)."""
+        return self.__dict__.get("_device", torch.device("cpu"))
+
+    def to(self, device: torch.device) -> Task:
+        """Keep the data on ``device`` from now on: moved once, then every trial of this instance
+        finds them there. Returns the task.
+
+        A task holding tensors of its own besides :attr:`data` (constants its loss or metrics
+        use) overrides this to move them too, calling ``super().to(device)``.
+        """
+        if device != self.device:
+            self.__dict__["data"] = self.data.to(device)
+            self.__dict__["_device"] = device
+        return self
 
     @abc.abstractmethod
     def load_data(self) -> TaskData:
@@ -149,6 +179,8 @@ def check_task(task: object) -> None:
         value = getattr(task, attribute)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"task {task.name!r}: {attribute} must be a positive integer")
+    if not isinstance(task.batch_size_applies, bool):
+        raise ValueError(f"task {task.name!r}: batch_size_applies must be True or False")
     if task.loss_kind is not None and task.loss_kind not in LOSS_KINDS:
         raise ValueError(
             f"task {task.name!r}: loss_kind must be None or one of {list(LOSS_KINDS)}, "

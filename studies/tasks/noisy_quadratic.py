@@ -42,6 +42,11 @@ class NoisyQuadratic(PointTask):
         empty_x, empty_y = torch.zeros(0, DIMENSIONS), torch.zeros(0)
         return TaskData(noise, torch.zeros(TRAIN_SAMPLES), empty_x, empty_y, empty_x, empty_y)
 
+    def to(self, device: torch.device) -> NoisyQuadratic:
+        super().to(device)
+        self.__dict__["curvature"] = self.curvature.to(device)
+        return self
+
     def start(self) -> torch.Tensor:
         return torch.ones(DIMENSIONS)
 

@@ -12,13 +12,14 @@ class Rosenbrock(PointTask):
     """f(x, y) = (1 - x)^2 + 100 (y - x^2)^2, minimum 0 at (1, 1), down a curved narrow valley.
 
     No data: an epoch is :attr:`steps_per_epoch` deterministic steps, the same for every batch
-    size (and for full-batch ``gd``).
+    size (and for full-batch ``gd``), so its studies search no batch size.
     """
 
     name = "rosenbrock"
     description = "2-D Rosenbrock valley from (-1.2, 1), no data; loss 0 at (1, 1)."
     default_epochs = 20
     steps_per_epoch = 50
+    batch_size_applies = False
 
     def start(self) -> torch.Tensor:
         return torch.tensor([-1.2, 1.0])

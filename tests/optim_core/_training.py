@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,13 +100,33 @@ def parametrize_configs(configs: Sequence[Config]) -> pytest.MarkDecorator:
     return pytest.mark.parametrize("config", configs, ids=[config.id for config in configs])
 
 
-def make_params(seed: int = 0) -> list[torch.Tensor]:
+# Every device the parity tests run on: the CPU always; CUDA where torch sees a GPU, skipped
+# with the reason elsewhere (a skip is reported, so a CPU-only run never passes for CUDA).
+DEVICES = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param(
+        "cuda",
+        id="cuda",
+        marks=pytest.mark.skipif(
+            not torch.cuda.is_available(),
+            reason="CUDA parity: no CUDA device here (torch.cuda.is_available() is False); "
+            "bench/device_check.py runs these on a GPU machine",
+        ),
+    ),
+]
+parametrize_devices = pytest.mark.parametrize("device", DEVICES)
+
+
+def make_params(seed: int = 0, device: str = "cpu") -> list[torch.Tensor]:
     """The parameters of a 2-layer float64 MLP 5-12-3 (weights and biases), the same for the same
-    seed. A plain function of them is the model: cheaper to run than an ``nn.Module``."""
+    seed on every device (drawn on the CPU). A plain function of them is the model: cheaper to
+    run than an ``nn.Module``."""
     generator = torch.Generator().manual_seed(seed)
     shapes = [(12, 5), (12,), (3, 12), (3,)]
     return [
-        (0.5 * torch.randn(shape, generator=generator, dtype=torch.float64)).requires_grad_()
+        (0.5 * torch.randn(shape, generator=generator, dtype=torch.float64))
+        .to(device)
+        .requires_grad_()
         for shape in shapes
     ]
 
@@ -123,10 +144,15 @@ def _batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
 BATCHES = _batches()
 
 
+@functools.cache
+def _batches_on(device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(x.to(device), y.to(device)) for x, y in BATCHES]
+
+
 def loss_at(params: Sequence[torch.Tensor], step: int) -> torch.Tensor:
     """Mean squared error of the MLP on the mini-batch of ``step``."""
     w1, b1, w2, b2 = params
-    x, y = BATCHES[step % N_BATCHES]
+    x, y = _batches_on(w1.device)[step % N_BATCHES]
     hidden = torch.tanh(torch.addmm(b1, x, w1.T))
     return (torch.addmm(b2, hidden, w2.T) - y).square().mean()
 
@@ -136,7 +162,7 @@ def set_grads(params: Sequence[torch.Tensor], step: int, *, sign: float = 1.0) -
     written out: the optimizers only see gradients, and this is several times cheaper than autograd
     for a model this small (``test_closed_form_gradient_is_autograds`` checks it)."""
     w1, b1, w2, b2 = (p.detach() for p in params)
-    x, y = BATCHES[step % N_BATCHES]
+    x, y = _batches_on(w1.device)[step % N_BATCHES]
     hidden = torch.tanh(torch.addmm(b1, x, w1.T))
     d_out = (torch.addmm(b2, hidden, w2.T) - y).mul_(2 * sign / y.numel())
     d_pre = (d_out @ w2).mul_(1 - hidden.square())
@@ -172,7 +198,7 @@ def train(
 
 
 def flat(params: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in params]).clone()
+    return torch.cat([p.detach().reshape(-1) for p in params]).cpu().clone()
 
 
 def assert_parity(actual: torch.Tensor, expected: torch.Tensor) -> None:

@@ -15,8 +15,9 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
-from service.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
 from service.queries import estimate_eta
+from service.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
+from service.worker import Worker
 
 MAX_TRIALS, MAX_EPOCHS = 50, 100
 ADAM_VALUES = {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "batch_size": 64}
@@ -282,6 +283,42 @@ def test_defaults_come_from_the_task(client: TestClient) -> None:
     assert (study["metric"], study["direction"]) == ("loss", "minimize")
     assert study["epochs"] >= 1
     assert (study["sampler"], study["pruner"], study["seed"]) == ("tpe", "median", None)
+
+
+def test_a_task_without_data_searches_and_shows_no_batch_size(
+    client: TestClient, sqlite_url: str
+) -> None:
+    body = {"name": "rosen", "task": "rosenbrock", "optimizers": ["sgd", "adam"], "n_trials": 2}
+    slow = {"sgd": {"lr": {"low": 1e-4, "high": 1e-3}}}  # no divergence: complete trials
+    study = client.post(
+        "/api/v1/studies", json={**body, "epochs": 2, "seed": 0, "search_space": slow}
+    ).json()
+    spaces = {row["optimizer"]: row["search_space"] for row in study["optimizers"]}
+    assert set(spaces["sgd"]) == {"lr"} and set(spaces["adam"]) == {"lr", "beta1", "beta2"}
+
+    # The trials a worker runs, and the best params, have no batch size either.
+    Worker(Settings(database_url=sqlite_url, poll_interval=0.05), exit_when_idle=True).run()
+    best = client.get("/api/v1/studies/rosen/best").json()
+    assert {row["optimizer"] for row in best["optimizers"]} == {"sgd", "adam"}, best
+    for row in best["optimizers"]:
+        assert "batch_size" not in row["params"], row
+        assert "batch_size" not in row["python"], row
+
+    refused = client.post(
+        "/api/v1/studies",
+        json={**body, "name": "rosen-batch", "search_space": {"adam": {"batch_size": 64}}},
+    )
+    assert refused.status_code == 422, refused.text
+    [problem] = refused.json()["detail"]
+    assert problem["loc"] == ["body", "search_space", "adam"], problem
+    assert "no data" in problem["msg"] and "batch_size" in problem["msg"], problem
+
+    # A task with data searches it; so does an external study (the client's own training).
+    for name, task in [("quad", "noisy_quadratic"), ("ext", "external")]:
+        extra = {"metric": "loss", "direction": "minimize"} if task == "external" else {}
+        created = client.post("/api/v1/studies", json={**body, "name": name, "task": task, **extra})
+        assert created.status_code == 201, created.text
+        assert all("batch_size" in row["search_space"] for row in created.json()["optimizers"])
 
 
 def test_an_external_study_takes_its_metric_and_direction_from_the_request(

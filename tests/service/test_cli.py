@@ -229,8 +229,10 @@ def runner() -> CliRunner:
     return CliRunner()
 
 
-def invoke(runner: CliRunner, *args: str, input: str | None = None) -> tuple[int, str, str]:
-    result = runner.invoke(build_app(), list(args), input=input, env={"COLUMNS": "200"})
+def invoke(
+    runner: CliRunner, *args: str, input: str | None = None, columns: int = 200
+) -> tuple[int, str, str]:
+    result = runner.invoke(build_app(), list(args), input=input, env={"COLUMNS": str(columns)})
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert "Traceback" not in result.output, result.output
     return result.exit_code, result.stdout, result.stderr
@@ -239,11 +241,18 @@ def invoke(runner: CliRunner, *args: str, input: str | None = None) -> tuple[int
 def test_help_lists_every_command(runner: CliRunner) -> None:
     code, out, _ = invoke(runner, "--help")
     assert code == 0
-    for command in ("serve", "worker", "dashboard", "study", "tasks", "optimizers"):
+    for command in ("serve", "worker", "dashboard", "study", "tasks", "optimizers", "best"):
         assert command in out
     code, out, _ = invoke(runner, "study", "--help")
     for command in ("create", "list", "show", "best", "trials", "stop", "delete", "watch"):
         assert command in out
+
+
+def test_version_is_the_installed_distributions(runner: CliRunner) -> None:
+    from importlib.metadata import version
+
+    code, out, _ = invoke(runner, "--version")
+    assert (code, out) == (0, f"hpt {version('hpt')}\n")
 
 
 def test_an_unreachable_api_is_one_red_line(runner: CliRunner) -> None:
@@ -316,6 +325,91 @@ def test_study_commands_against_a_real_api(runner: CliRunner, api: str, tmp_path
     assert code == 1 and "from-file" in err
 
 
+LONG_NAMES = ("digits-compare-sgd-momentum-adam-2026", "wine-mlp-compare-adagrad-rmsprop-adamw")
+LONG_PARAMS = ("lr=", "beta1=", "beta2=", "batch_size=", "weight_decay=")
+
+
+@pytest.mark.parametrize("columns", [80, 60, 40])
+def test_tables_never_cut_names_or_params(runner: CliRunner, api: str, columns: int) -> None:
+    with HPTClient(api) as client:
+        for name in LONG_NAMES:
+            client.create_study(
+                name=name, task="external", metric="loss", direction="minimize",
+                optimizers=["adamw"], n_trials=2, seed=0,
+            )  # fmt: skip
+        asked = client.ask(LONG_NAMES[0])
+        client.tell(LONG_NAMES[0], "adamw", asked["number"], value=0.125, lease=asked["lease"])
+
+    code, out, _ = invoke(runner, "study", "list", "--url", api, columns=columns)
+    assert code == 0, out
+    for name in LONG_NAMES:
+        assert name in out, out  # on one line, whole
+    lines = out.splitlines()
+    if columns < 100:  # the less important columns make room, and the caption says which
+        assert "created (UTC)" not in lines[1] and "not shown" in out and "created" in out, out
+    # At most the terminal's width, unless even name, status and trials do not fit: then lines
+    # as long as those three need (the terminal wraps them), never a cut name.
+    narrowest = max(map(len, LONG_NAMES)) + len("running") + len("trials") + 3 * 3 + 1
+    assert max(len(line) for line in lines if line.startswith(("┃", "│"))) <= max(
+        columns, narrowest
+    )
+
+    for command in (("study", "trials"), ("study", "best"), ("study", "show")):
+        code, out, _ = invoke(runner, *command, LONG_NAMES[0], "--url", api, columns=columns)
+        assert code == 0, out
+        text = "".join(line.strip("│┃ ") for line in out.splitlines())  # wrapped cells joined
+        for key in LONG_PARAMS:
+            assert key in text, (command, key, out)
+        value = f"{asked['params']['weight_decay']:.4g}"
+        assert value in text.replace(" ", ""), (command, value, out)
+        for line in out.splitlines():  # the tables fit (the Python line stays one line)
+            if columns >= 60 and line.startswith(("┃", "│", "┏", "└")):
+                assert len(line) <= columns, (command, line)
+
+
+def test_best_for_a_task_over_all_studies(runner: CliRunner, api: str) -> None:
+    with HPTClient(api) as client:
+        for name, value in (("first-study", 0.5), ("second-study", 0.25)):
+            client.create_study(
+                name=name, task="external", metric="loss", direction="minimize",
+                optimizers=["sgd", "adam"], n_trials=1, seed=0,
+            )  # fmt: skip
+            asked = client.ask(name)
+            optimizer, number = asked["optimizer"], asked["number"]
+            client.tell(name, optimizer, number, value=value, lease=asked["lease"])
+    code, _, err = invoke(runner, "best", "--task", "external", "--url", api)
+    assert code == 1 and "metric" in err, err  # external studies name their own metric
+    code, out, _ = invoke(runner, "best", "--task", "external", "--metric", "loss", "--url", api)
+    assert code == 0, out
+    assert "over 2 studies" in out and "Winner:" in out and "from study second-study" in out, out
+    code, out, _ = invoke(
+        runner, "best", "--task", "external", "--metric", "loss", "--optimizer", "adam",
+        "--json", "--url", api,
+    )  # fmt: skip
+    answer = json.loads(out)
+    assert {row["optimizer"] for row in answer["optimizers"]} <= {"adam"}, answer
+    assert set(answer["studies"]) == {"first-study", "second-study"}, answer
+    code, out, _ = invoke(runner, "best", "--task", "digits_mlp", "--url", api)
+    assert code == 0 and "No complete trial of task digits_mlp" in out, out
+    code, _, err = invoke(runner, "best", "--url", api)
+    assert code == 2 and "--task" in err, err
+
+
+def test_delete_without_a_terminal_says_use_yes(runner: CliRunner, api: str) -> None:
+    with HPTClient(api) as client:
+        client.create_study(
+            name="keep-me", task="external", metric="loss", direction="minimize",
+            optimizers=["sgd"], n_trials=1,
+        )  # fmt: skip
+    code, out, err = invoke(runner, "study", "delete", "keep-me", "--url", api, input="")
+    assert code == 1, (out, err)
+    assert "use --yes" in err and "Aborted" not in out + err, (out, err)
+    code, out, _ = invoke(runner, "study", "delete", "keep-me", "--url", api, input="y\n")
+    assert code == 0 and "deleted" in out
+    code, out, _ = invoke(runner, "study", "delete", "--help")
+    assert "--yes" in out
+
+
 def test_api_errors_print_the_servers_message(runner: CliRunner, api: str) -> None:
     base = ("study", "create", "--name", "dup", *EXTERNAL, "--optimizers", "sgd", "--n-trials", "1")
     assert invoke(runner, *base, "--url", api)[0] == 0
@@ -377,3 +471,22 @@ def test_serve_runs_a_study_to_completion_and_stops_on_sigterm(
     serve.send(signal.SIGTERM)
     assert serve.wait(timeout=60) == 0
     assert "stopping 1 worker(s)" in serve.log()
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def test_a_bad_device_stops_a_worker_and_serve_at_start(runner: CliRunner, sqlite_url: str) -> None:
+    for command in ("worker", "serve"):
+        code, _, err = invoke(runner, command, "--device", "gpu", "--database-url", sqlite_url)
+        assert code == 1 and "unknown device 'gpu'; use auto, cpu, cuda or cuda:N" in err, err
+
+
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="this machine has a CUDA device"
+)
+def test_a_gpu_device_on_a_machine_without_one_says_so(runner: CliRunner, sqlite_url: str) -> None:
+    code, _, err = invoke(runner, "worker", "--device", "cuda:1", "--database-url", sqlite_url)
+    assert code == 1 and "torch sees no CUDA device here" in err, err
+    code, _, err = invoke(runner, "serve", "--device", "cuda", "--database-url", sqlite_url)
+    assert code == 1 and "torch sees no CUDA device here" in err, err

@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from optim_core import OPTIMIZERS, SpaceError
-from studies import TrialPlan, make_objective, run_study, study_direction
+from studies import TrialPlan, make_objective, run_study, study_direction, task_space
 from studies.objective import training_seed
 from studies.samplers import make_pruner
 from studies.tasks import get_task
@@ -181,3 +181,20 @@ def test_a_study_in_sqlite_keeps_its_trials_and_can_be_continued(tmp_path):
     for trial in loaded.trials:
         assert trial.user_attrs["optimizer"] == "adam"
         assert len(trial.user_attrs["curves"]["train_loss"]) == trial.user_attrs["epochs_run"]
+
+
+def test_a_task_without_data_searches_no_batch_size():
+    rosenbrock, quadratic = get_task("rosenbrock"), get_task("noisy_quadratic")
+    assert rosenbrock.batch_size_applies is False
+    assert quadratic.batch_size_applies is True  # its gradient noise is ~ 1/batch_size
+    for name, spec in OPTIMIZERS.items():
+        assert "batch_size" not in task_space(rosenbrock, spec), name
+        assert task_space(quadratic, spec).keys() == spec.space.keys(), name
+        assert task_space(None, spec).keys() == spec.space.keys(), name  # ask/tell: all of it
+    with pytest.raises(SpaceError, match="batch_size: this task has no data"):
+        task_space(rosenbrock, OPTIMIZERS["sgd"], {"batch_size": 64})
+
+    study = run_study("rosenbrock", "adam", n_trials=2, epochs=2, seed=0)
+    for trial in study.trials:
+        assert "batch_size" not in trial.params, trial.params
+        assert set(trial.user_attrs["hyperparameters"]) == {"lr", "beta1", "beta2"}
