@@ -28,6 +28,7 @@ import math
 import multiprocessing
 import statistics
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,11 +50,9 @@ METHODS: Mapping[str, Mapping[str, Any]] = {
     # Ablations: one lever at a time against stock.
     "portfolio": {**STOCK, "warm_start": True},
     "sobol_tpe": {**STOCK, "sampler": "sobol_tpe"},
-    "epoch_hyperband": {**STOCK, "pruner": "epoch_hyperband"},
     "median": {**STOCK, "pruner": "median"},
     "product_hyperband": {"sampler": DEFAULT_SAMPLER, "pruner": "hyperband", "warm_start": True},
     "product_median": {"sampler": DEFAULT_SAMPLER, "pruner": "median", "warm_start": True},
-    "portfolio_tpe_epoch": {**STOCK, "pruner": "epoch_hyperband", "warm_start": True},
     "product_w3": {"sampler": DEFAULT_SAMPLER, "pruner": DEFAULT_PRUNER, "warm_start": 3},
     "product_w8": {"sampler": DEFAULT_SAMPLER, "pruner": DEFAULT_PRUNER, "warm_start": 8},
 }
@@ -105,6 +104,7 @@ def _better(a: float | None, b: float | None, direction: str) -> float | None:
 
 def run_job(job: Job) -> Trace:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     settings = METHODS[job.method]
     warm = settings["warm_start"]
     portfolio = None

@@ -145,15 +145,6 @@ SAMPLERS: Mapping[str, SamplerFactory] = MappingProxyType(
 )
 
 
-def _epoch_hyperband(epochs: int | None) -> optuna.pruners.BasePruner:
-    # The smallest rung at about a ninth of the budget: one epoch of a 20-epoch trial says little
-    # about where it ends (Adam and SGD cross over), three rungs of reduction 3 still fit.
-    max_resource = epochs or 27
-    return optuna.pruners.HyperbandPruner(
-        min_resource=max(1, max_resource // 9), max_resource=max_resource, reduction_factor=3
-    )
-
-
 PRUNERS: Mapping[str, PrunerFactory] = MappingProxyType(
     {
         "none": lambda epochs: optuna.pruners.NopPruner(),
@@ -164,14 +155,13 @@ PRUNERS: Mapping[str, PrunerFactory] = MappingProxyType(
         "hyperband": lambda epochs: optuna.pruners.HyperbandPruner(
             min_resource=1, max_resource=epochs or "auto", reduction_factor=3
         ),
-        "epoch_hyperband": _epoch_hyperband,
     }
 )
 
 DEFAULT_SAMPLER = "sobol_tpe"
 """The sampler of a request that names none (chosen by ``bench/time_to_target.py``)."""
 
-DEFAULT_PRUNER = "epoch_hyperband"
+DEFAULT_PRUNER = "hyperband"
 """The pruner of a request that names none (chosen by ``bench/time_to_target.py``)."""
 
 

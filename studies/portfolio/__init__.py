@@ -16,6 +16,7 @@ a task is the score of its best member there, which is what a study that tries i
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -60,10 +61,11 @@ def rank_scores(values: Sequence[float | None], direction: str) -> list[float]:
     n = len(keys)
     if n < 2:
         return [1.0] * n
+    ordered = sorted(keys)
     scores = []
     for key in keys:
-        below = sum(other < key for other in keys)
-        tied = sum(other == key for other in keys) - 1
+        below = bisect.bisect_left(ordered, key)
+        tied = bisect.bisect_right(ordered, key) - below - 1
         scores.append((below + tied / 2) / (n - 1))
     return scores
 
@@ -82,8 +84,7 @@ def greedy_portfolio(scores: Sequence[Sequence[float]], size: int) -> list[int]:
     """
     if not scores:
         return []
-    n_tasks = len(scores[0])
-    best = [-math.inf] * n_tasks
+    best = [-math.inf] * len(scores[0])
     chosen: list[int] = []
     for _ in range(min(size, len(scores))):
         gains = [
@@ -93,7 +94,6 @@ def greedy_portfolio(scores: Sequence[Sequence[float]], size: int) -> list[int]:
         pick = max(range(len(gains)), key=lambda c: (gains[c], -c))
         chosen.append(pick)
         best = [max(b, s) for b, s in zip(best, scores[pick], strict=True)]
-    del n_tasks
     return chosen
 
 

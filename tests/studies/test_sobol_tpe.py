@@ -23,7 +23,7 @@ def test_the_exploration_phase_walks_one_scrambled_sobol_sequence():
     study.optimize(objective, n_trials=6)
     # Trial 0 has no completed trial to take the space from: drawn at random. Then point i of the
     # sequence for trial i, in sorted parameter order (x, y).
-    points = qmc.Sobol(d=2, scramble=True, seed=3).random(6)
+    points = qmc.Sobol(d=2, scramble=True, seed=3).random(8)
     for trial in study.trials[1:]:
         u_x, u_y = points[trial.number]
         assert trial.params["x"] == pytest.approx(10 ** (-4 + 4 * u_x))
