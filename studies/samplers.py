@@ -1,7 +1,11 @@
 """Optuna samplers and pruners by name, seeded.
 
-Samplers: ``tpe`` (the default), ``random``, ``cmaes``, ``qmc`` (scrambled Sobol), ``gp`` (Gaussian
-process) and ``grid``. CMA-ES and QMC work on continuous dimensions only: categorical ones such as
+Samplers: ``tpe`` (Optuna's TPE, stock), ``sobol_tpe`` (scrambled Sobol points for the first
+:data:`SOBOL_STARTUP_TRIALS` trials, then multivariate TPE with the constant liar:
+:class:`studies.sobol_tpe.SobolThenTPESampler`), ``random``, ``cmaes``, ``qmc`` (scrambled Sobol),
+``gp`` (Gaussian process) and ``grid``. :data:`DEFAULT_SAMPLER` and :data:`DEFAULT_PRUNER` are what
+a request that names none gets; ``bench/time_to_target.py`` measured them. CMA-ES and QMC work on
+continuous dimensions only: categorical ones such as
 ``batch_size`` are drawn by their independent (random) sampler, a documented fallback, so its
 per-trial warning is switched off. ``grid`` needs a finite grid, derived from the search space
 (:func:`grid_from_space`).
