@@ -2,11 +2,20 @@
 
 from studies.objective import TrialPlan, make_objective, study_direction, task_space
 from studies.runner import run_study
-from studies.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
+from studies.samplers import (
+    DEFAULT_PRUNER,
+    DEFAULT_SAMPLER,
+    PRUNERS,
+    SAMPLERS,
+    make_pruner,
+    make_sampler,
+)
 from studies.tasks import Task, available_tasks, get_task
 from studies.training import TrainingResult, train
 
 __all__ = [
+    "DEFAULT_PRUNER",
+    "DEFAULT_SAMPLER",
     "PRUNERS",
     "SAMPLERS",
     "Task",

@@ -10,6 +10,9 @@ User attributes of a trial (JSON values; the REST API reads them):
 
 =====================  ==========================================================================
 ``optimizer``          registry name of the optimizer
+``origin``             where the config came from: ``catalogue``, ``portfolio``, ``lr_range`` (set
+                       when the trial was queued, :mod:`studies.warm_start`) or ``sampler``
+``origin_source``      warm-start trials: the earlier study's name, or ``"shipped portfolio"``
 ``hyperparameters``    the sampled values, fixed ones included: ``{"lr": 0.001, "beta1": 0.9, ...}``
 ``curves``             per epoch: ``train_loss`` and every validation metric of the task
 ``epochs_run``         completed epochs
@@ -36,6 +39,7 @@ from optim_core.spaces import Dimension, sample_space
 from studies.devices import resolve_device
 from studies.tasks.base import Task
 from studies.training import evaluate, train
+from studies.warm_start import record_origin
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,7 @@ def _pruner_name(trial: optuna.Trial) -> str:
 
 def _run_trial(plan: TrialPlan, trial: optuna.Trial) -> float:
     values = sample_space(trial, plan.space)
+    record_origin(trial)
     trial.set_user_attr("optimizer", plan.optimizer.name)
     trial.set_user_attr("hyperparameters", {key: _json_value(v) for key, v in values.items()})
 

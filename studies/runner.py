@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
 
 from optim_core.registry import get_optimizer
 from studies.objective import TrialPlan, make_objective, study_direction, task_space
+from studies.portfolio import load_portfolio
 from studies.samplers import make_pruner, make_sampler
 from studies.tasks import get_task
+from studies.warm_start import KnownConfig, enqueue_warm_start, warm_start_configs
 
 
 def run_study(
@@ -27,6 +29,10 @@ def run_study(
     storage: str | optuna.storages.BaseStorage | None = None,
     study_name: str | None = None,
     time_limit: float | None = None,
+    warm_start: bool = False,
+    catalogue: Sequence[KnownConfig] = (),
+    portfolio: Sequence[Mapping[str, Any]] | None = None,
+    warm_start_limit: int | None = None,
 ) -> optuna.Study:
     """Tune ``optimizer`` on ``task`` for ``n_trials`` trials and return the study.
 
@@ -46,6 +52,12 @@ def run_study(
         storage: An Optuna storage or its URL; in memory when ``None``.
         study_name: Name in the storage; an existing study of that name is continued.
         time_limit: Seconds per trial.
+        warm_start: Try known good configs first (:mod:`studies.warm_start`): the ``catalogue``,
+            then the ``portfolio``; ``False`` starts from nothing.
+        catalogue: Known configs of this task and optimizer from earlier studies.
+        portfolio: The optimizer's portfolio; the shipped one when ``None``.
+        warm_start_limit: How many warm-start configs at most; :func:`warm_start_budget` when
+            ``None``.
 
     Raises:
         KeyError: unknown task or optimizer.
@@ -67,5 +79,15 @@ def run_study(
         load_if_exists=True,
     )
     study.set_metric_names([metric])  # optuna-dashboard labels its axes with it
+    if warm_start:
+        configs = warm_start_configs(
+            space,
+            n_trials,
+            direction=study.direction.name.lower(),
+            catalogue=catalogue,
+            portfolio=load_portfolio().get(optimizer, ()) if portfolio is None else portfolio,
+            limit=warm_start_limit,
+        )
+        enqueue_warm_start(study, configs)
     study.optimize(make_objective(plan), n_trials=n_trials, catch=(Exception,))
     return study

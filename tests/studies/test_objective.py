@@ -15,6 +15,7 @@ from studies.tasks import get_task
 from tests.studies.helpers import ADAM, Parabola
 
 COMPLETE_ATTRS = {
+    "origin",
     "optimizer",
     "hyperparameters",
     "curves",
@@ -32,6 +33,7 @@ def test_a_completed_trial_stores_what_the_api_reads():
     assert set(attrs) == COMPLETE_ATTRS
     json.dumps(attrs, allow_nan=False)
     assert attrs["optimizer"] == "adam"
+    assert attrs["origin"] == "sampler"
     hyper = attrs["hyperparameters"]
     assert set(hyper) == {"lr", "beta1", "beta2", "batch_size"}  # user-facing keys, fixed included
     assert hyper["batch_size"] == 16

@@ -10,11 +10,19 @@ import pytest
 
 from optim_core import OPTIMIZERS
 from studies import PRUNERS, SAMPLERS, make_pruner, make_sampler, run_study
-from studies.samplers import grid_from_space
+from studies.samplers import SOBOL_STARTUP_TRIALS, grid_from_space
 
 FINISHED = {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
 # Trials after which each sampler stops drawing its start-up points at random.
-STARTUP = {"tpe": 10, "gp": 10, "cmaes": 1, "qmc": 0, "random": 0, "grid": 0}
+STARTUP = {
+    "tpe": 10,
+    "sobol_tpe": SOBOL_STARTUP_TRIALS,
+    "gp": 10,
+    "cmaes": 1,
+    "qmc": 0,
+    "random": 0,
+    "grid": 0,
+}
 
 
 @pytest.fixture
@@ -26,7 +34,8 @@ def optuna_logs(caplog):
 
 
 def test_the_registries_hold_the_documented_names_and_are_read_only():
-    assert set(SAMPLERS) == {"tpe", "random", "cmaes", "qmc", "gp", "grid"} == set(STARTUP)
+    assert set(SAMPLERS) == {"tpe", "sobol_tpe", "random", "cmaes", "qmc", "gp", "grid"}
+    assert set(SAMPLERS) == set(STARTUP)
     assert set(PRUNERS) == {"none", "median", "sha", "hyperband"}
     with pytest.raises(TypeError):
         SAMPLERS["mine"] = SAMPLERS["tpe"]  # type: ignore[index]
@@ -60,7 +69,7 @@ def test_every_sampler_tunes_a_space_with_a_categorical_batch_size(name, optuna_
     assert not [r.getMessage() for r in optuna_logs.records if "independent" in r.getMessage()]
 
 
-@pytest.mark.parametrize("name", ["tpe", "random", "cmaes", "qmc", "grid"])
+@pytest.mark.parametrize("name", ["tpe", "sobol_tpe", "random", "cmaes", "qmc", "grid"])
 def test_samplers_are_seeded(name):
     def params(seed):
         study = run_study("rosenbrock", "adam", n_trials=3, epochs=1, sampler=name, seed=seed)
