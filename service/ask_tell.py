@@ -176,7 +176,11 @@ def _start_trial(at: AskTell, claim: Claim, lease_seconds: float) -> AskOut:
         slot_id=claim.slot_id,
         origin=claim.origin,
         fixed=fixed,
-        attrs={"optimizer": claim.optimizer, "worker": ASK_TELL_HOLDER},
+        attrs={
+            "optimizer": claim.optimizer,
+            "worker": ASK_TELL_HOLDER,
+            **({"origin_source": claim.source} if claim.source else {}),
+        },
     )
     values = sample_space(trial, space)
     trial.set_user_attr("hyperparameters", values)

@@ -112,6 +112,7 @@ class Claim:
     params: dict[str, Any] | None = None
     origin: str = ConfigOrigin.SAMPLER
     confirm_of: int | None = None
+    source: str | None = None
     lease_expires_at: datetime | None = None
 
 
@@ -239,6 +240,7 @@ def _claim_in(
         params=dict(planned["params"]) if planned else None,
         origin=planned["origin"] if planned else ConfigOrigin.SAMPLER,
         confirm_of=planned.get("confirm_of") if planned else None,
+        source=planned.get("source") if planned else None,
         lease_expires_at=slot.lease_expires_at,
     )
 

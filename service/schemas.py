@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from service.vocabulary import Direction, StudyPhase, StudyStatus, TrialState
+from studies.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -78,8 +79,14 @@ class StudyCreate(_Request):
     epochs: StrictInt | None = Field(
         None, ge=1, le=INT32_MAX, description="Epochs per trial; default: the task's."
     )
-    sampler: str = Field("tpe", description="tpe, random, cmaes, qmc, gp or grid.")
-    pruner: str = Field("median", description="none, median, sha or hyperband.")
+    sampler: str = Field(
+        DEFAULT_SAMPLER,
+        description="sobol_tpe (quasi-random points, then multivariate TPE), tpe, random, "
+        "cmaes, qmc, gp or grid.",
+    )
+    pruner: str = Field(
+        DEFAULT_PRUNER, description="hyperband (matched to the epochs), none, median or sha."
+    )
     seed: StrictInt | None = Field(
         None, ge=0, le=INT32_MAX, description="Makes the samplers repeatable."
     )
@@ -96,6 +103,12 @@ class StudyCreate(_Request):
         default_factory=dict,
         description="Per optimizer, overrides of its default space: {key: {low, high, log}}, "
         "{key: {choices: [...]}} or {key: fixed value}.",
+    )
+    warm_start: Literal["auto", "none"] | Annotated[list[str], Field(max_length=50)] = Field(
+        "auto",
+        description="What to try first: 'auto' (the best configs of this task from earlier "
+        "studies, then a portfolio of configs that do well across tasks), 'none' (the sampler "
+        "from the first trial), or a list of earlier study names to start from.",
     )
     confirm: ConfirmCreate | None = Field(
         None,

@@ -16,6 +16,8 @@ wait for the write lock its own caller holds.
 
 from __future__ import annotations
 
+import dataclasses
+
 import optuna
 import sqlalchemy as sa
 
@@ -27,6 +29,7 @@ from service.lifecycle import revoke_study
 from service.study_requests import StudyPlan, StudyRequest, plan_study
 from service.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
 from service.vocabulary import StudyPhase, StudyStatus
+from service.warm_start import planned_configs
 
 
 def create_study(
@@ -46,6 +49,7 @@ def create_study(
     existing = _status_of(db, plan.name)
     if existing is not None:
         raise _name_taken(plan.name, existing)
+    plan = dataclasses.replace(plan, planned=planned_configs(db, plan, request.warm_start))
     created: list[str] = []
     try:
         for optimizer, space in plan.spaces.items():

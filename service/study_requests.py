@@ -19,7 +19,14 @@ from service.errors import FieldError, InvalidRequest
 from service.optuna_bridge import optuna_study_name
 from service.vocabulary import EXTERNAL_TASK
 from studies.objective import task_space
-from studies.samplers import PRUNERS, SAMPLERS, make_pruner, make_sampler
+from studies.samplers import (
+    DEFAULT_PRUNER,
+    DEFAULT_SAMPLER,
+    PRUNERS,
+    SAMPLERS,
+    make_pruner,
+    make_sampler,
+)
 from studies.tasks import available_tasks
 
 STUDY_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -42,13 +49,14 @@ class StudyRequest:
     optimizers: Sequence[str]
     n_trials: int
     epochs: int | None = None
-    sampler: str = "tpe"
-    pruner: str = "median"
+    sampler: str = DEFAULT_SAMPLER
+    pruner: str = DEFAULT_PRUNER
     seed: int | None = None
     metric: str | None = None
     direction: str | None = None
     search_space: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     confirm: Mapping[str, int] | None = None
+    warm_start: str | Sequence[str] = "auto"
 
 
 @dataclass(frozen=True)

@@ -314,6 +314,8 @@ class Worker:
         attrs: dict[str, object] = {"worker": self.worker_id}
         if claim.confirm_of is not None:
             attrs["confirm_of_slot"] = claim.confirm_of  # labels it in the dashboard
+        if claim.source is not None:
+            attrs["origin_source"] = claim.source  # an earlier study, or the shipped portfolio
         return attrs
 
     def _tell(

@@ -65,6 +65,7 @@ def tiny_study(name: str, **overrides: Any) -> dict[str, Any]:
         "pruner": "none",
         "seed": 0,
         "confirm": {"top_k": 0},  # the confirmation phase's own tests turn it on
+        "warm_start": "none",  # the warm start's own tests turn it on
         **overrides,
     }
 
