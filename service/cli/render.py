@@ -240,6 +240,11 @@ def print_best(name: str, best: Mapping[str, Any]) -> None:
         out.print(escape(best["verdict"]["sentence"]))
     if best["winner"]:
         print_winner(best["winner"], leader=best.get("status") not in (None, "completed"))
+    elif len(best.get("leaders") or []) > 1:
+        out.print(f"Tied: [bold]{escape(', '.join(best['leaders']))}[/] (within seed noise)")
+        for row in best["optimizers"]:
+            if row["optimizer"] in best["leaders"] and row["python"]:
+                out.print(f"  [cyan]{escape(row['python'])}[/]")
 
 
 def print_trials(name: str, page: Mapping[str, Any], *, offset: int) -> None:
@@ -348,10 +353,15 @@ def print_winner(best: Mapping[str, Any], *, leader: bool) -> None:
     out = stdout_console()
     title = "Leading so far" if leader else "Winner"
     test = f", test {format_value(best['test_value'])}" if best["test_value"] is not None else ""
-    out.print(
-        f"{title}: [bold green]{escape(best['optimizer'])}[/] "
-        f"{format_value(best['value'])}{test} (trial #{best['number']})"
-    )
+    confirmed = best.get("confirmed")
+    if confirmed:
+        figures = (
+            f"{format_spread(confirmed['value'])}, test {format_spread(confirmed['test_value'])} "
+            f"over {confirmed['value']['n']} seeds (config of trial #{best['number']})"
+        )
+    else:
+        figures = f"{format_value(best['value'])}{test} (trial #{best['number']})"
+    out.print(f"{title}: [bold green]{escape(best['optimizer'])}[/] {figures}")
     if best["python"]:
         out.print(f"  [cyan]{escape(best['python'])}[/]")
 
