@@ -77,8 +77,9 @@ def delete_studies(storage: optuna.storages.BaseStorage, names: Iterable[str]) -
             continue  # never created, or already deleted
         except Exception as exc:
             log.warning("could not delete Optuna study %s: %s", name, exc)
-            if study_exists(storage, name):
-                left.append(name)
+        # Optuna's RDB storage only logs some failures of a delete (an integrity error): look.
+        if study_exists(storage, name):
+            left.append(name)
     return left
 
 
