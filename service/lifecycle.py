@@ -574,7 +574,7 @@ def release_slot(
         retried = ending.outcome in RETRIED_OUTCOMES or (
             slot["origin"] == ConfigOrigin.CONFIRM and ending.outcome != SlotOutcome.REVOKED
         )
-        if retried and slot["params"] is not None:
+        if retried and slot["params"]:
             pair = session.get_one(StudyOptimizerRow, pair_id)
             origin = (
                 slot["origin"] if slot["origin"] != ConfigOrigin.SAMPLER else ConfigOrigin.RETRY
