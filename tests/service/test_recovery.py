@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 from service import optuna_bridge
 from service.database import Database, db_now, make_optuna_storage
-from service.lifecycle import Ending, finish_slot, release_slot
+from service.lifecycle import Ending, finish_slot, release_slot, start_slot
 from service.recovery import Recovered, ending_of, fail_orphaned_trials, recover
 from service.slot_guard import SlotGuard, SlotTakenBack
 from service.vocabulary import EXTERNAL_TASK, ConfigOrigin, SlotOutcome, SlotState, StudyStatus
@@ -297,3 +297,32 @@ def test_recovery_racing_holders_ends_each_slot_exactly_once(
         # The two records agree: a finished slot's trial finished, a released slot's failed.
         expected = TrialState.COMPLETE if row.state == SlotState.FINISHED else TrialState.FAIL
         assert state == expected, (row.id, row.state, row.outcome, state)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a worker records params={} on start_slot for a sampled trial and recovery releases "
+    "it without the trial's hyperparameters: an empty config is queued as a 'retry'",
+)
+def test_a_lost_workers_sampled_config_is_offered_again(
+    db: Database, storage: optuna.storages.RDBStorage
+) -> None:
+    # As Worker._train does for a sampled trial: the slot is started with the claim's params
+    # (none), the objective then samples and records "hyperparameters" on the Optuna trial.
+    study_id = add_study(db, "sampled", optimizers=("sgd",), n_trials=1)
+    create_optuna_studies(storage, "sampled", ("sgd",))
+    slot = claim(db, "killed-worker")
+    study = optuna_bridge.load_study(storage, slot.optuna_study_name)
+    trial = optuna_bridge.start_trial(study, slot_id=slot.slot_id, origin=slot.origin)
+    assert start_slot(
+        db, slot.slot_id, slot.claim_token, trial_id=trial._trial_id, trial_number=0, params={}
+    )
+    sampled = {"lr": trial.suggest_float("lr", 1e-5, 1e-1, log=True)}
+    trial.set_user_attr("hyperparameters", sampled)
+    silence(db, slot.slot_id, 10 * GRACE)
+
+    assert recover(db, storage, grace_period=GRACE) == Recovered(released=1)
+
+    retry = claim(db)
+    assert retry is not None and retry.study_id == study_id
+    assert (retry.origin, retry.params) == (ConfigOrigin.RETRY, sampled)
