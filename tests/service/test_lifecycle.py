@@ -156,7 +156,7 @@ def test_racing_processes_keep_n_trials_exact_without_lock_errors(
 ) -> None:
     n_trials, n_processes, attempts = 5, 4, 12
     study_id = add_study(db, "race", optimizers=("sgd",), n_trials=n_trials)
-    churn_id = add_study(db, "churn", optimizers=("sgd", "adam"), n_trials=25)
+    churn_id = add_study(db, "churn", optimizers=("sgd", "adam"), n_trials=15)
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(n_processes)
     results = context.Queue()
@@ -187,9 +187,9 @@ def test_racing_processes_keep_n_trials_exact_without_lock_errors(
     assert (race["claimed"], race["running"], race["issued"]) == (n_trials, n_trials, n_trials)
     for optimizer in ("sgd", "adam"):
         row = counters(db, churn_id, optimizer)
-        assert (row["claimed"], row["finished"], row["complete"]) == (25, 25, 25), optimizer
+        assert (row["claimed"], row["finished"], row["complete"]) == (15, 15, 15), optimizer
         assert row["running"] == 0, optimizer
-        assert row["issued"] == 25 + row["failed"], optimizer
+        assert row["issued"] == 15 + row["failed"], optimizer
     assert study_row(db, churn_id).status == StudyStatus.COMPLETED
 
 

@@ -326,3 +326,37 @@ def test_a_lost_workers_sampled_config_is_offered_again(
     retry = claim(db)
     assert retry is not None and retry.study_id == study_id
     assert (retry.origin, retry.params) == (ConfigOrigin.RETRY, sampled)
+
+
+@pytest.mark.parametrize("zone", ["Pacific/Honolulu", "Asia/Tokyo"])
+def test_recovery_decides_on_the_database_clock_whatever_the_time_zone(
+    db: Database,
+    storage: optuna.storages.RDBStorage,
+    zone: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Optuna stamps datetime_start in the process's local time: ten hours behind UTC in
+    # Honolulu, nine ahead in Tokyo. Nothing recovery decides may depend on it.
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        add_study(db, "zones", optimizers=("sgd",), n_trials=3)
+        create_optuna_studies(storage, "zones", ("sgd",))
+        live = claim(db, "live-worker")
+        live_unrecorded = start(db, storage, live, record=False)  # started a moment ago
+        live_recorded_slot = claim(db, "another-live-worker")
+        live_recorded = start(db, storage, live_recorded_slot)
+        dead = claim(db, "dead-worker")
+        dead_trial = start(db, storage, dead)
+        silence(db, dead.slot_id, 10 * GRACE)
+
+        assert recover(db, storage, grace_period=GRACE) == Recovered(released=1)
+
+        assert trial_state(storage, live_unrecorded) == TrialState.RUNNING
+        assert trial_state(storage, live_recorded) == TrialState.RUNNING
+        assert trial_state(storage, dead_trial) == TrialState.FAIL
+        assert slot_row(db, live.slot_id).state == SlotState.CLAIMED
+        assert slot_row(db, live_recorded_slot.slot_id).state == SlotState.RUNNING
+    finally:
+        monkeypatch.undo()
+        time.tzset()
