@@ -24,6 +24,7 @@ from service.reads import estimate_eta
 from service.recovery import ending_of
 from service.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
 from service.vocabulary import SlotOutcome, StudyStatus
+from tests.helpers import wait_until
 
 MAX_TRIALS, MAX_EPOCHS = 50, 100
 ADAM_VALUES = {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "batch_size": 64}
@@ -438,6 +439,98 @@ def test_delete_removes_the_rows_slots_and_optuna_studies(client: TestClient) ->
         db, running.slot_id, running.claim_token, trial_id=1, trial_number=0, params={}
     )
     assert client.get("/api/v1/studies/digits-compare").json()["optimizers"][0]["running"] == 0
+
+
+# Statements that make deleting one Optuna study fail, and undo that: (create, drop) by dialect
+# and by the kind of error the database raises. A foreign-key violation is what PostgreSQL
+# raised when trials were inserted while Optuna deleted a study (an IntegrityError, like
+# SQLite's RAISE(ABORT)); "other" is any other database error.
+KEEP_TRIGGER = {
+    ("sqlite", "integrity"): (
+        [
+            "CREATE TRIGGER hpt_test_keep BEFORE DELETE ON studies "
+            "WHEN OLD.study_name = 'digits-compare/adam' BEGIN SELECT RAISE(ABORT, 'kept'); END"
+        ],
+        ["DROP TRIGGER hpt_test_keep"],
+    ),
+    ("postgresql", "integrity"): (
+        [
+            "CREATE FUNCTION hpt_test_keep() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'kept' USING ERRCODE = 'foreign_key_violation'; END $$",
+            "CREATE TRIGGER hpt_test_keep BEFORE DELETE ON studies FOR EACH ROW "
+            "WHEN (OLD.study_name = 'digits-compare/adam') EXECUTE FUNCTION hpt_test_keep()",
+        ],
+        ["DROP TRIGGER hpt_test_keep ON studies", "DROP FUNCTION hpt_test_keep()"],
+    ),
+    ("postgresql", "other"): (
+        [
+            "CREATE FUNCTION hpt_test_keep() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'kept'; END $$",
+            "CREATE TRIGGER hpt_test_keep BEFORE DELETE ON studies FOR EACH ROW "
+            "WHEN (OLD.study_name = 'digits-compare/adam') EXECUTE FUNCTION hpt_test_keep()",
+        ],
+        ["DROP TRIGGER hpt_test_keep ON studies", "DROP FUNCTION hpt_test_keep()"],
+    ),
+}
+SWALLOWED = pytest.mark.xfail(
+    strict=True,
+    reason="optuna's RDBStorage.delete_study ignores IntegrityError (it only logs it), so "
+    "optuna_bridge.delete_studies reports nothing left and the study's rows are purged while "
+    "its Optuna study stays: the name is blocked",
+)
+
+
+def _delete_cannot_finish(database_url: str, error: str) -> None:
+    settings = Settings(database_url=database_url, api_key=None, grace_period=2)
+    with TestClient(create_app(settings)) as client:
+        client.post("/api/v1/studies", json=study_body())
+        record_trial(client, "digits-compare/adam", 0.9, ADAM_VALUES)
+        db: Database = client.app.state.db
+        key = (db.writer.dialect.name, error)
+        if key not in KEEP_TRIGGER:
+            pytest.skip(f"no {error} error to raise from a trigger on {key[0]}")
+        create, drop = KEEP_TRIGGER[key]
+        raw = db.writer.raw_connection()
+        try:
+            for statement in create:
+                raw.cursor().execute(statement)
+            raw.commit()
+
+            response = client.delete("/api/v1/studies/digits-compare")
+
+            assert response.status_code == 202, response.text
+            assert response.json() == {
+                "name": "digits-compare",
+                "optuna_studies": ["digits-compare/sgd", "digits-compare/adam"],
+                "remaining": ["digits-compare/adam"],
+            }
+            shown = client.get("/api/v1/studies/digits-compare")
+            assert shown.status_code == 404 or shown.json()["status"] == "deleting", shown.text
+            again = client.post("/api/v1/studies", json=study_body())
+            assert again.status_code == 409
+            assert "is being deleted" in again.json()["detail"]
+            for statement in drop:
+                raw.cursor().execute(statement)
+            raw.commit()
+        finally:
+            raw.close()
+
+        def recreated() -> bool:
+            return client.post("/api/v1/studies", json=study_body()).status_code == 201
+
+        wait_until(recreated, 30, 0.2, message="the delete to finish and the name to be free")
+        study = client.get("/api/v1/studies/digits-compare").json()
+        assert study["status"] == "queued" and study["best"] is None
+        assert client.get("/api/v1/studies/digits-compare/trials").json()["total"] == 0
+
+
+@pytest.mark.parametrize("error", ["other", pytest.param("integrity", marks=SWALLOWED)])
+def test_a_delete_that_cannot_remove_everything_answers_202_and_finishes_later(
+    database_url: str, error: str
+) -> None:
+    # The database refuses to delete one Optuna study: the answer says what is left, the name
+    # stays taken while the delete waits, and the service finishes the delete once it can.
+    _delete_cannot_finish(database_url, error)
 
 
 def test_a_study_being_deleted_is_named_in_the_conflict(client: TestClient) -> None:
