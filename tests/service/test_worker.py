@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 from sqlalchemy.engine import Engine
 
+from service import optuna_bridge
 from service.config import Settings
 from service.database import Database, db_now, make_optuna_storage
 from service.lifecycle import claim_slot, revoke_study
@@ -289,3 +290,28 @@ def test_a_slot_taken_back_mid_trial_is_never_written_by_its_worker(
     assert trials == [], "no Optuna trial is written for a revoked slot"
     worker.db.dispose()
     worker.storage.engine.dispose()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Worker._tell catches only UpdateFinishedTrialError, but Study.tell raises "
+    "ValueError('Cannot tell a FAIL trial.') when recovery failed the trial first",
+)
+def test_a_worker_telling_a_trial_recovery_already_failed_reads_it_back(
+    db: Database, settings: Settings
+) -> None:
+    # A worker frozen past its grace period wakes up after recovery failed its trial: its tell
+    # must read the trial's end back (and give the slot up), not raise.
+    add_study(db, settings, "woken", optimizers=["sgd"], n_trials=1)
+    worker = Worker(settings)
+    try:
+        study = optuna_bridge.load_study(worker.storage, "woken/sgd")
+        trial = study.ask()
+        assert optuna_bridge.fail_trial(worker.storage, trial._trial_id).state == TrialState.FAIL
+
+        frozen = worker._tell(study, trial, TrialState.COMPLETE, 0.5)
+
+        assert frozen.state == TrialState.FAIL
+    finally:
+        worker.db.dispose()
+        worker.storage.engine.dispose()
