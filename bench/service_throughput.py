@@ -42,7 +42,8 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 from service.client import HPTClient
-from service.db import WorkerRow, make_engine
+from service.database import make_engine
+from service.tables import WorkerRow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -268,8 +269,9 @@ def registered_workers(engine: sa.Engine, pids: set[int] | None = None) -> int:
 def timed_study(url: str, request: dict[str, object]) -> StudyTiming:
     """Seconds from the POST to the study's completion.
 
-    The end is the study's ``finished_at``, stamped by the worker that finished its last trial,
-    and the start is taken just before the POST (all on this machine's clock). So the status is
+    The end is the study's ``finished_at``, stamped on the database's clock when its last slot
+    finished, and the start is taken just before the POST on this machine's clock (the database
+    runs on this machine, so the two agree). So the status is
     polled only twice a second: a tight poll would steal CPU from the workers on a small machine.
     """
     name = str(request["name"])

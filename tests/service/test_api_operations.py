@@ -13,7 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from optim_core.registry import OPTIMIZERS
 from service.app import create_app
 from service.config import Settings
-from service.db import WorkerRow, make_engine, utcnow
+from service.database import Database, db_now
+from service.lifecycle import claim_slot
+from service.tables import WorkerRow
 
 API_KEY = "s3cret-key"
 STUDY = {"name": "s1", "task": "rosenbrock", "optimizers": ["sgd", "adam"], "n_trials": 3}
@@ -24,8 +26,8 @@ def make_client(database_url: str, api_key: str | None = None) -> TestClient:
 
 
 @pytest.fixture
-def client(sqlite_url: str) -> Iterator[TestClient]:
-    with make_client(sqlite_url) as client:
+def client(database_url: str) -> Iterator[TestClient]:
+    with make_client(database_url) as client:
         yield client
 
 
@@ -62,15 +64,15 @@ def test_healthz_reports_the_database(read_only_client: TestClient) -> None:
 
 
 def test_healthz_answers_503_when_the_database_is_unreachable(client: TestClient) -> None:
-    working = client.app.state.engine
+    working = client.app.state.db
     # Nothing listens on port 1: every connection is refused at once.
-    client.app.state.engine = make_engine("postgresql+psycopg://hpt:pw@127.0.0.1:1/hpt")
+    client.app.state.db = Database.connect("postgresql+psycopg://hpt:pw@127.0.0.1:1/hpt")
     try:
         response = client.get("/healthz")
         studies = client.get("/api/v1/studies")
     finally:
-        client.app.state.engine.dispose()
-        client.app.state.engine = working
+        client.app.state.db.dispose()
+        client.app.state.db = working
     assert response.status_code == 503
     body = response.json()
     assert (body["status"], body["database"]) == ("unavailable", "unreachable")
@@ -85,8 +87,13 @@ def test_healthz_answers_503_when_the_database_is_unreachable(client: TestClient
 
 def test_metrics_count_studies_trials_workers_and_free_slots(client: TestClient) -> None:
     client.post("/api/v1/studies", json=STUDY)
-    with client.app.state.engine.begin() as conn:
-        conn.execute(sa.insert(WorkerRow).values(id="w1", host="h", pid=1, last_seen_at=utcnow()))
+    db: Database = client.app.state.db
+    with db.write() as session:
+        session.execute(sa.insert(WorkerRow).values(id="w1", host="h", pid=1))
+        # A worker silent for far longer than three heartbeats is not live (database clock).
+        session.execute(
+            sa.insert(WorkerRow).values(id="w2", host="h", pid=2, last_seen_at=db_now(-3600))
+        )
     client.get("/api/v1/studies/s1")
     client.get("/api/v1/studies/nope")
 
@@ -105,6 +112,13 @@ def test_metrics_count_studies_trials_workers_and_free_slots(client: TestClient)
     # Route templates only: no study name (or other raw path) ever becomes a label value.
     label_values = {value for _, labels in found for _, value in labels}
     assert not {"/api/v1/studies/s1", "/api/v1/studies/nope"} & label_values
+
+    # Counts come from the slot rows: a claimed slot is a running trial and takes a free slot.
+    assert claim_slot(db, holder="w1") is not None
+    found = samples(client.get("/metrics").text)
+    assert found["hpt_studies", (("status", "running"),)] == 1
+    assert found["hpt_trials", (("state", "running"),)] == 1
+    assert found["hpt_trial_slots_free", ()] == 5
 
 
 def test_unmatched_paths_and_odd_methods_do_not_become_labels(client: TestClient) -> None:
@@ -225,11 +239,12 @@ def test_openapi_documents_every_endpoint_with_its_errors(read_only_client: Test
         ("get", "/api/v1/studies/{name}/best"): {"200", "404"},
         ("get", "/api/v1/studies/{name}/trials"): {"200", "404", "422"},
         ("post", "/api/v1/studies/{name}/stop"): {"200", "401", "404", "409"},
-        ("delete", "/api/v1/studies/{name}"): {"200", "401", "404"},
+        ("delete", "/api/v1/studies/{name}"): {"200", "202", "401", "404"},
         ("get", "/api/v1/best"): {"200", "422"},
         ("post", "/api/v1/studies/{name}/trials/ask"): {"200", "401", "404", "409"},
         ("post", "/api/v1/studies/{name}/trials/{optimizer}/{number}/report"): {"200", "409"},
         ("post", "/api/v1/studies/{name}/trials/{optimizer}/{number}/tell"): {"200", "409"},
+        ("post", "/api/v1/studies/{name}/trials/{optimizer}/{number}/renew"): {"200", "409"},
     }
     for (method, path), statuses in expected.items():
         operation = paths[path][method]

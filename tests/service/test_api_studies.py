@@ -1,5 +1,7 @@
-"""The studies API in-process (TestClient on a SQLite file): what a client sees for good and bad
-requests. The end-to-end tests with real servers and workers live beside this file."""
+"""The studies API in-process (TestClient on SQLite and PostgreSQL): what a client sees for good
+and bad requests. Trials are recorded as a worker records them (a slot claimed, its Optuna trial
+started, told and the slot ended), since every count and best comes from the slot rows. The
+end-to-end tests with real servers and workers live beside this file."""
 
 from __future__ import annotations
 
@@ -13,11 +15,16 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from service import optuna_bridge
 from service.app import create_app
 from service.config import Settings
-from service.queries import estimate_eta
+from service.database import Database
+from service.lifecycle import Claim, Ending, _claim_in, finish_slot, release_slot, start_slot
+from service.reads import estimate_eta
+from service.recovery import ending_of
 from service.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
-from service.worker import Worker
+from service.vocabulary import SlotOutcome, StudyStatus
+from tests.helpers import wait_until
 
 MAX_TRIALS, MAX_EPOCHS = 50, 100
 ADAM_VALUES = {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "batch_size": 64}
@@ -32,8 +39,8 @@ def make_client(database_url: str) -> TestClient:
 
 
 @pytest.fixture
-def client(sqlite_url: str) -> Iterator[TestClient]:
-    with make_client(sqlite_url) as client:
+def client(database_url: str) -> Iterator[TestClient]:
+    with make_client(database_url) as client:
         yield client
 
 
@@ -61,10 +68,27 @@ def study_body(**changes: Any) -> dict[str, Any]:
 
 def stored(client: TestClient) -> tuple[list[str], list[str]]:
     """Names of our study rows and of the Optuna studies in the storage."""
-    with client.app.state.engine.connect() as conn:
-        rows = list(conn.scalars(sa.select(StudyRow.name)))
-        assert conn.scalar(sa.select(sa.func.count()).select_from(StudyOptimizerRow)) >= len(rows)
-    return rows, optuna.get_all_study_names(client.app.state.storage)
+    db: Database = client.app.state.db
+    with db.read() as session:
+        rows = list(session.scalars(sa.select(StudyRow.name).order_by(StudyRow.id)))
+        pairs = session.scalar(sa.select(sa.func.count()).select_from(StudyOptimizerRow))
+        assert pairs >= len(rows)
+    return rows, optuna.get_all_study_names(client.app.state.writer_storage)
+
+
+def claim_of(client: TestClient, optuna_study_name: str, holder: str = "test-worker") -> Claim:
+    """Claim a slot of one (study, optimizer) pair, by the lifecycle's own claim of a pair (a
+    worker's claim picks the pair itself; these tests need to choose it)."""
+    db: Database = client.app.state.db
+    with db.write() as session:
+        pair_id = session.scalar(
+            sa.select(StudyOptimizerRow.id).where(
+                StudyOptimizerRow.optuna_study_name == optuna_study_name
+            )
+        )
+        claim = _claim_in(session, pair_id, holder=holder, lease_seconds=None)
+    assert claim is not None, f"no free slot of {optuna_study_name}"
+    return claim
 
 
 def record_trial(
@@ -74,19 +98,37 @@ def record_trial(
     values: dict[str, Any],
     *,
     state: optuna.trial.TrialState = optuna.trial.TrialState.COMPLETE,
-) -> None:
-    """A trial as a worker records it: user-facing values and test metrics as user attrs."""
-    study = optuna.load_study(study_name=optuna_study_name, storage=client.app.state.storage)
-    trial = study.ask()
+) -> Claim:
+    """A trial as a worker records it: a slot claimed, its Optuna trial started with the
+    user-facing values and test metrics as user attrs, told, then the slot ended."""
+    db: Database = client.app.state.db
+    storage = client.app.state.writer_storage
+    claim = claim_of(client, optuna_study_name)
+    study = optuna_bridge.load_study(storage, optuna_study_name)
+    trial = optuna_bridge.start_trial(study, slot_id=claim.slot_id, origin=claim.origin)
     trial.set_user_attr("hyperparameters", values)
+    assert start_slot(
+        db,
+        claim.slot_id,
+        claim.claim_token,
+        trial_id=trial._trial_id,
+        trial_number=trial.number,
+        params=values,
+    )
     trial.set_user_attr("test_value", value - 0.01)
     trial.set_user_attr("test_metrics", {"test_accuracy": value - 0.01})
     trial.set_user_attr("curves", {"val_accuracy": [value / 2, value]})
     trial.report(value, 1)
     if state == optuna.trial.TrialState.COMPLETE:
-        study.tell(trial, value)
+        frozen = study.tell(trial, value)
     else:
-        study.tell(trial, state=state)
+        frozen = study.tell(trial, state=state)
+    if state == optuna.trial.TrialState.FAIL:
+        ending = Ending(SlotOutcome.FAILED, params=values, reason="the trial raised")
+        assert release_slot(db, claim.slot_id, ending, token=claim.claim_token)
+    else:
+        assert finish_slot(db, claim.slot_id, ending_of(frozen), token=claim.claim_token)
+    return claim
 
 
 # --------------------------------------------------------------------------- bad input
@@ -126,7 +168,7 @@ BAD_BODIES = {
         "(the limit is set by HPT_MAX_TRIALS)",
     ),
     "epochs above the limit": (study_body(epochs=MAX_EPOCHS + 1), "HPT_MAX_EPOCHS"),
-    "n_trials far above the limit": (study_body(n_trials=10**30), "HPT_MAX_TRIALS"),
+    "n_trials far above the limit": (study_body(n_trials=10**30), "less than or equal to"),
     "n_trials zero": (study_body(n_trials=0), "greater than or equal to 1"),
     "n_trials not a number": (study_body(n_trials="many"), "valid integer"),
     "negative seed": (study_body(seed=-1), "greater than or equal to 0"),
@@ -222,7 +264,7 @@ def test_a_name_whose_optuna_study_exists_answers_409_and_writes_nothing(
     client: TestClient,
 ) -> None:
     # An Optuna study left in the database by someone else holds the second optimizer's name.
-    storage = client.app.state.storage
+    storage = client.app.state.writer_storage
     optuna.create_study(storage=storage, study_name="digits-compare/adam")
     response = client.post("/api/v1/studies", json=study_body())
     assert response.status_code == 409
@@ -260,7 +302,7 @@ def test_create_stores_one_optuna_study_per_optimizer_with_what_the_dashboard_sh
     client: TestClient,
 ) -> None:
     client.post("/api/v1/studies", json=study_body())
-    storage = client.app.state.storage
+    storage = client.app.state.writer_storage
     assert sorted(optuna.get_all_study_names(storage)) == [
         "digits-compare/adam",
         "digits-compare/sgd",
@@ -371,7 +413,8 @@ def test_list_is_paginated_newest_first_and_filters_by_status_and_task(
 @pytest.mark.parametrize(
     ("params", "fragment"),
     [
-        ({"status": "done"}, "'queued', 'running', 'completed', 'stopped' or 'failed'"),
+        ({"status": "done"}, "'queued', 'running', 'completed', 'stopped', 'failed' or 'deleting'"),
+        ({"offset": 2**63}, "less than or equal to"),
         ({"limit": 0}, "greater than or equal to 1"),
         ({"limit": 10_000}, "less than or equal to 500"),
         ({"offset": -1}, "greater than or equal to 0"),
@@ -405,32 +448,133 @@ def test_delete_removes_the_rows_slots_and_optuna_studies(client: TestClient) ->
     client.post("/api/v1/studies", json=study_body())
     client.post("/api/v1/studies", json=study_body(name="kept"))
     record_trial(client, "digits-compare/adam", 0.9, ADAM_VALUES)
-    with client.app.state.engine.begin() as conn:
-        pair_id = conn.scalar(
-            sa.select(StudyOptimizerRow.id).where(
-                StudyOptimizerRow.optuna_study_name == "digits-compare/adam"
-            )
-        )
-        conn.execute(
-            sa.insert(TrialSlotRow).values(
-                study_optimizer_id=pair_id, holder="w", state="finished", ordinal=1
-            )
-        )
+    record_trial(client, "kept/adam", 0.9, ADAM_VALUES)
+    # A worker is training a trial of it right now: its slot is taken back.
+    running = claim_of(client, "digits-compare/sgd")
 
     response = client.delete("/api/v1/studies/digits-compare")
     assert response.status_code == 200
     assert response.json() == {
         "name": "digits-compare",
         "optuna_studies": ["digits-compare/sgd", "digits-compare/adam"],
+        "remaining": [],
     }
     names, optuna_names = stored(client)
     assert names == ["kept"]
     assert sorted(optuna_names) == ["kept/adam", "kept/sgd"]
-    with client.app.state.engine.connect() as conn:
-        assert conn.scalar(sa.select(sa.func.count()).select_from(TrialSlotRow)) == 0
+    db: Database = client.app.state.db
+    with db.read() as session:
+        slots = session.scalars(sa.select(TrialSlotRow)).all()
+        assert [slot.study_optimizer_id for slot in slots] != []
+        assert running.slot_id not in {slot.id for slot in slots}
+        assert len(slots) == 1, "only the kept study's slot is left"
     assert client.get("/api/v1/studies/digits-compare").status_code == 404
-    # The name is free again.
+    # The name is free again, and the late worker of the deleted study can only miss.
     assert client.post("/api/v1/studies", json=study_body()).status_code == 201
+    assert not start_slot(
+        db, running.slot_id, running.claim_token, trial_id=1, trial_number=0, params={}
+    )
+    assert client.get("/api/v1/studies/digits-compare").json()["optimizers"][0]["running"] == 0
+
+
+# Statements that make deleting one Optuna study fail, and undo that: (create, drop) by dialect
+# and by the kind of error the database raises. A foreign-key violation is what PostgreSQL
+# raised when trials were inserted while Optuna deleted a study (an IntegrityError, like
+# SQLite's RAISE(ABORT)); "other" is any other database error.
+KEEP_TRIGGER = {
+    ("sqlite", "integrity"): (
+        [
+            "CREATE TRIGGER hpt_test_keep BEFORE DELETE ON studies "
+            "WHEN OLD.study_name = 'digits-compare/adam' BEGIN SELECT RAISE(ABORT, 'kept'); END"
+        ],
+        ["DROP TRIGGER hpt_test_keep"],
+    ),
+    ("postgresql", "integrity"): (
+        [
+            "CREATE FUNCTION hpt_test_keep() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'kept' USING ERRCODE = 'foreign_key_violation'; END $$",
+            "CREATE TRIGGER hpt_test_keep BEFORE DELETE ON studies FOR EACH ROW "
+            "WHEN (OLD.study_name = 'digits-compare/adam') EXECUTE FUNCTION hpt_test_keep()",
+        ],
+        ["DROP TRIGGER hpt_test_keep ON studies", "DROP FUNCTION hpt_test_keep()"],
+    ),
+    ("postgresql", "other"): (
+        [
+            "CREATE FUNCTION hpt_test_keep() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'kept'; END $$",
+            "CREATE TRIGGER hpt_test_keep BEFORE DELETE ON studies FOR EACH ROW "
+            "WHEN (OLD.study_name = 'digits-compare/adam') EXECUTE FUNCTION hpt_test_keep()",
+        ],
+        ["DROP TRIGGER hpt_test_keep ON studies", "DROP FUNCTION hpt_test_keep()"],
+    ),
+}
+
+
+def _delete_cannot_finish(database_url: str, error: str) -> None:
+    settings = Settings(database_url=database_url, api_key=None, grace_period=2)
+    with TestClient(create_app(settings)) as client:
+        client.post("/api/v1/studies", json=study_body())
+        record_trial(client, "digits-compare/adam", 0.9, ADAM_VALUES)
+        db: Database = client.app.state.db
+        key = (db.writer.dialect.name, error)
+        if key not in KEEP_TRIGGER:
+            pytest.skip(f"no {error} error to raise from a trigger on {key[0]}")
+        create, drop = KEEP_TRIGGER[key]
+        raw = db.writer.raw_connection()
+        try:
+            for statement in create:
+                raw.cursor().execute(statement)
+            raw.commit()
+
+            response = client.delete("/api/v1/studies/digits-compare")
+
+            assert response.status_code == 202, response.text
+            assert response.json() == {
+                "name": "digits-compare",
+                "optuna_studies": ["digits-compare/sgd", "digits-compare/adam"],
+                "remaining": ["digits-compare/adam"],
+            }
+            shown = client.get("/api/v1/studies/digits-compare")
+            assert shown.status_code == 404 or shown.json()["status"] == "deleting", shown.text
+            again = client.post("/api/v1/studies", json=study_body())
+            assert again.status_code == 409
+            assert "is being deleted" in again.json()["detail"]
+            for statement in drop:
+                raw.cursor().execute(statement)
+            raw.commit()
+        finally:
+            raw.close()
+
+        def recreated() -> bool:
+            return client.post("/api/v1/studies", json=study_body()).status_code == 201
+
+        wait_until(recreated, 30, 0.2, message="the delete to finish and the name to be free")
+        study = client.get("/api/v1/studies/digits-compare").json()
+        assert study["status"] == "queued" and study["best"] is None
+        assert client.get("/api/v1/studies/digits-compare/trials").json()["total"] == 0
+
+
+@pytest.mark.parametrize("error", ["other", "integrity"])
+def test_a_delete_that_cannot_remove_everything_answers_202_and_finishes_later(
+    database_url: str, error: str
+) -> None:
+    # The database refuses to delete one Optuna study: the answer says what is left, the name
+    # stays taken while the delete waits, and the service finishes the delete once it can.
+    _delete_cannot_finish(database_url, error)
+
+
+def test_a_study_being_deleted_is_named_in_the_conflict(client: TestClient) -> None:
+    client.post("/api/v1/studies", json=study_body())
+    db: Database = client.app.state.db
+    with db.write() as session:
+        session.execute(
+            sa.update(StudyRow)
+            .where(StudyRow.name == "digits-compare")
+            .values(status=StudyStatus.DELETING)
+        )
+    again = client.post("/api/v1/studies", json=study_body())
+    assert again.status_code == 409
+    assert "is being deleted; retry in a few seconds" in again.json()["detail"]
 
 
 # --------------------------------------------------------------------------- progress and best
@@ -493,7 +637,7 @@ def test_best_of_a_task_compares_every_study_with_that_metric(client: TestClient
 
     best = client.get("/api/v1/best", params={"task": "digits_mlp"}).json()
     assert (best["metric"], best["direction"]) == ("val_accuracy", "maximize")
-    assert best["studies"] == ["first", "second"]
+    assert best["studies"] == ["second", "first"], "newest first"
     assert [(b["optimizer"], b["study"], b["value"]) for b in best["optimizers"]] == [
         ("sgd", "second", 0.97),
         ("adam", "first", 0.93),
@@ -508,6 +652,36 @@ def test_best_of_a_task_compares_every_study_with_that_metric(client: TestClient
     assert (nothing["optimizers"], nothing["winner"], nothing["studies"]) == ([], None, [])
 
 
+def test_best_of_a_task_pages_its_studies_and_takes_only_those_since(client: TestClient) -> None:
+    client.post("/api/v1/studies", json=study_body(name="first"))
+    client.post(
+        "/api/v1/studies", json=study_body(name="second", optimizers=["sgd"], search_space={})
+    )
+    record_trial(client, "first/sgd", 0.99, SGD_VALUES)
+    record_trial(client, "first/adam", 0.93, ADAM_VALUES)
+    record_trial(client, "second/sgd", 0.97, {**SGD_VALUES, "lr": 0.05})
+
+    paged = client.get("/api/v1/best", params={"task": "digits_mlp", "limit": 1, "offset": 1})
+    assert paged.status_code == 200, paged.text
+    assert paged.json()["studies"] == ["first"]
+    # The page is of the studies listed; the bests are over every study in scope.
+    assert [(b["optimizer"], b["value"]) for b in paged.json()["optimizers"]] == [
+        ("sgd", 0.99),
+        ("adam", 0.93),
+    ]
+
+    since = client.get("/api/v1/studies/second").json()["created_at"]
+    recent = client.get("/api/v1/best", params={"task": "digits_mlp", "since": since}).json()
+    assert recent["studies"] == ["second"]
+    assert [(b["optimizer"], b["study"], b["value"]) for b in recent["optimizers"]] == [
+        ("sgd", "second", 0.97)
+    ]
+    later = client.get(
+        "/api/v1/best", params={"task": "digits_mlp", "since": "2999-01-01T00:00:00Z"}
+    ).json()
+    assert (later["studies"], later["optimizers"], later["winner"]) == ([], [], None)
+
+
 @pytest.mark.parametrize(
     ("params", "fragment"),
     [
@@ -516,6 +690,9 @@ def test_best_of_a_task_compares_every_study_with_that_metric(client: TestClient
         ({"task": "digits_mlp", "optimizer": "lbfgs"}, "unknown optimizer 'lbfgs'"),
         ({"task": "digits_mlp", "metric": "val_f1"}, "has no metric 'val_f1'"),
         ({"task": "external"}, "add metric=<its name>"),
+        ({"task": "digits_mlp", "limit": 0}, "greater than or equal to 1"),
+        ({"task": "digits_mlp", "offset": -1}, "greater than or equal to 0"),
+        ({"task": "digits_mlp", "since": "yesterday"}, "valid datetime"),
     ],
 )
 def test_best_of_a_task_refuses_bad_parameters(
@@ -541,6 +718,8 @@ def test_trials_are_listed_page_by_page_with_their_attributes(client: TestClient
         ("adam", 0, "pruned"),
         ("adam", 1, "complete"),
     ]
+    assert {t["origin"] for t in page["items"]} == {"sampler"}
+    assert {t["worker"] for t in page["items"]} == {"test-worker"}
     trial = page["items"][2]
     assert trial["params"] == ADAM_VALUES
     assert trial["test_metrics"] == {"test_accuracy": pytest.approx(0.94)}
@@ -580,7 +759,7 @@ def test_trials_are_listed_page_by_page_with_their_attributes(client: TestClient
 def test_eta_is_the_mean_duration_times_the_rounds_left(
     kwargs: dict[str, Any], seconds: float | None, reason: str | None
 ) -> None:
-    eta = estimate_eta(status="running", external=False, **kwargs)
+    eta = estimate_eta(status=StudyStatus.RUNNING, external=False, **kwargs)
     assert eta.seconds == seconds
     assert (eta.reason is None) == (reason is None)
     if reason is not None:

@@ -53,7 +53,7 @@ def test_client_sends_paths_queries_and_bodies_of_the_api() -> None:
         client.trials("my study", optimizer="adam", offset=10)
         client.best_for_task("rosenbrock")
         client.report("s", "adam", 3, step=2, value=0.5, lease="L")
-        client.tell("s", "adam", 3, state="pruned")
+        client.tell("s", "adam", 3, state="pruned", lease="L")
         client.ask("s")
         client.delete("s")
     assert [(r.method, r.url.path) for r in seen] == [
@@ -72,7 +72,7 @@ def test_client_sends_paths_queries_and_bodies_of_the_api() -> None:
     assert dict(seen[2].url.params) == {"optimizer": "adam", "offset": "10"}
     assert dict(seen[3].url.params) == {"task": "rosenbrock"}
     assert json.loads(seen[4].content) == {"step": 2, "value": 0.5, "lease": "L"}
-    assert json.loads(seen[5].content) == {"state": "pruned"}
+    assert json.loads(seen[5].content) == {"state": "pruned", "lease": "L"}
     assert "authorization" not in seen[0].headers
 
 
@@ -297,7 +297,9 @@ def test_study_commands_against_a_real_api(runner: CliRunner, api: str, tmp_path
     # Run one trial as an ask/tell client would, so that there is something to show.
     with HPTClient(api) as client:
         asked = client.ask("from-file")
-        client.tell("from-file", asked["optimizer"], asked["number"], value=0.25)
+        client.tell(
+            "from-file", asked["optimizer"], asked["number"], value=0.25, lease=asked["lease"]
+        )
 
     code, out, _ = invoke(runner, "study", "list", "--url", api)
     assert code == 0 and "from-file" in out and "1/4" in out and "running" in out

@@ -76,15 +76,24 @@ def test_three_workers_and_the_api_share_one_database(
         finally:
             stop_reading.set()
             reader.join(timeout=30)
-        ran = {
-            trial["worker"]
+        listed = {
+            name: api.get(f"/api/v1/studies/{name}/trials", params={"limit": 100}).json()["items"]
             for name in ("first", "second")
-            for trial in api.get(f"/api/v1/studies/{name}/trials", params={"limit": 100}).json()[
-                "items"
-            ]
         }
+        ran = {trial["worker"] for trials in listed.values() for trial in trials}
 
     assert (first["status"], second["status"]) == ("completed", "completed")
+    # What the API shows comes from the slot rows and agrees with Optuna's storage below.
+    for study, n_trials in ((first, 3), (second, 2)):
+        for row in study["optimizers"]:
+            assert (row["finished"], row["running"]) == (n_trials, 0), row
+        assert study["progress"]["fraction"] == 1.0
+    for name, trials in listed.items():
+        finished = [t for t in trials if t["state"] in ("complete", "pruned")]
+        assert len(finished) == sum(
+            o["finished"] for o in {"first": first, "second": second}[name]["optimizers"]
+        )
+        assert all(t["origin"] and t["started_at"] and t["completed_at"] for t in finished), trials
     assert_exact_trials(database_url, "first", optimizers, 3)
     assert_exact_trials(database_url, "second", ["adagrad", "rmsprop"], 2)
     for error in LOCK_ERRORS:

@@ -1,0 +1,144 @@
+"""Rows of the service's tables for the lifecycle and recovery tests: studies inserted directly
+(the lifecycle does not care what a task is), and reads of what the lifecycle wrote.
+
+Times are never computed in Python: a test that needs an old heartbeat or a lease that ran out
+sets it with ``db_now(-seconds)``, on the database's clock like the service.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import sqlalchemy as sa
+
+from service import optuna_bridge
+from service.database import Database, db_now
+from service.lifecycle import Claim, claim_slot, start_slot
+from service.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
+from service.vocabulary import StudyStatus
+
+
+def add_study(
+    db: Database,
+    name: str,
+    *,
+    optimizers: tuple[str, ...] = ("sgd", "adam"),
+    n_trials: int = 2,
+    task: str = "fake_task",
+    status: StudyStatus = StudyStatus.QUEUED,
+    direction: str = "maximize",
+) -> int:
+    """Insert a study and its optimizer rows; returns the study's id."""
+    with db.write() as session:
+        study = StudyRow(
+            name=name,
+            task=task,
+            metric="val_accuracy",
+            direction=direction,
+            epochs=2,
+            n_trials=n_trials,
+            sampler="random",
+            pruner="none",
+            seed=0,
+            status=status,
+        )
+        study.optimizers = [
+            StudyOptimizerRow(
+                position=position,
+                optimizer=optimizer,
+                optuna_study_name=optuna_bridge.optuna_study_name(name, optimizer),
+                search_space={},
+                n_trials=n_trials,
+            )
+            for position, optimizer in enumerate(optimizers)
+        ]
+        session.add(study)
+        session.flush()
+        return study.id
+
+
+def pairs(db: Database, study_id: int) -> dict[str, StudyOptimizerRow]:
+    with db.read() as session:
+        rows = session.scalars(
+            sa.select(StudyOptimizerRow).where(StudyOptimizerRow.study_id == study_id)
+        ).all()
+        return {row.optimizer: row for row in rows}
+
+
+def counters(db: Database, study_id: int, optimizer: str) -> dict[str, int]:
+    row = pairs(db, study_id)[optimizer]
+    names = ("claimed", "running", "finished", "complete", "pruned", "failed", "issued")
+    return {name: getattr(row, name) for name in names}
+
+
+def study_row(db: Database, study_id: int) -> StudyRow:
+    with db.read() as session:
+        return session.get_one(StudyRow, study_id)
+
+
+def slot_row(db: Database, slot_id: int) -> TrialSlotRow:
+    with db.read() as session:
+        return session.get_one(TrialSlotRow, slot_id)
+
+
+def slot_states(db: Database) -> dict[int, str]:
+    with db.read() as session:
+        return dict(session.execute(sa.select(TrialSlotRow.id, TrialSlotRow.state)).all())
+
+
+def set_slot(db: Database, slot_id: int, **values: Any) -> None:
+    """Change a slot row behind the lifecycle's back (e.g. ``heartbeat_at=db_now(-60)``)."""
+    with db.write() as session:
+        session.execute(sa.update(TrialSlotRow).where(TrialSlotRow.id == slot_id).values(**values))
+
+
+def silence(db: Database, slot_id: int, seconds: float) -> None:
+    """The slot's holder was last heard of ``seconds`` ago (database clock)."""
+    set_slot(db, slot_id, heartbeat_at=db_now(-seconds))
+
+
+def claim(db: Database, holder: str = "w1", **kwargs: Any) -> Claim | None:
+    return claim_slot(db, holder=holder, **kwargs)
+
+
+def start(
+    db: Database,
+    storage: optuna.storages.BaseStorage,
+    slot: Claim,
+    *,
+    params: dict[str, Any] | None = None,
+    record: bool = True,
+) -> optuna.Trial:
+    """Start the slot's Optuna trial as a worker does (carrying ``hpt_slot``), suggest
+    ``params`` (or sample an lr), and record it on the slot unless ``record`` is false."""
+    study = optuna_bridge.load_study(storage, slot.optuna_study_name)
+    trial = optuna_bridge.start_trial(
+        study, slot_id=slot.slot_id, origin=slot.origin, fixed=params or slot.params
+    )
+    values = {"lr": trial.suggest_float("lr", 1e-5, 1e-1, log=True)}
+    trial.set_user_attr("hyperparameters", values)
+    if record:
+        assert start_slot(
+            db,
+            slot.slot_id,
+            slot.claim_token,
+            trial_id=trial._trial_id,
+            trial_number=trial.number,
+            params=values,
+        )
+    return trial
+
+
+def create_optuna_studies(
+    storage: optuna.storages.BaseStorage,
+    name: str,
+    optimizers: tuple[str, ...],
+    direction: str = "maximize",
+) -> None:
+    for optimizer in optimizers:
+        optuna.create_study(
+            storage=storage,
+            study_name=optuna_bridge.optuna_study_name(name, optimizer),
+            direction=direction,
+        )
