@@ -24,6 +24,7 @@ from service.reads import estimate_eta
 from service.recovery import ending_of
 from service.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
 from service.vocabulary import SlotOutcome, StudyStatus
+from service.worker import Worker
 from tests.helpers import wait_until
 
 MAX_TRIALS, MAX_EPOCHS = 50, 100
