@@ -130,6 +130,9 @@ def run_job(job: Job) -> Trace:
             warm_start=bool(warm),
             portfolio=portfolio,
             warm_start_limit=limit,
+            # Hyperband assigns brackets from a hash of the study name: a fixed name makes a run
+            # reproducible (in memory, Optuna would draw a random one).
+            study_name=f"{job.task}/{job.optimizer}/seed{job.seed}",
         )
     direction = study.direction.name.lower()
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
