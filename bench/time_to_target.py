@@ -130,6 +130,9 @@ def run_job(job: Job) -> Trace:
             warm_start=bool(warm),
             portfolio=portfolio,
             warm_start_limit=limit,
+            # Hyperband assigns brackets from a hash of the study name: a fixed name makes a run
+            # reproducible (in memory, Optuna would draw a random one).
+            study_name=f"{job.task}/{job.optimizer}/seed{job.seed}",
         )
     direction = study.direction.name.lower()
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
@@ -157,6 +160,7 @@ def report(jobs: list[Job], traces: list[Trace], methods: list[str]) -> None:
     ratios: dict[str, list[float]] = {m: [] for m in methods}
     wall_ratios: dict[str, list[float]] = {m: [] for m in methods}
     worse: dict[str, int] = {m: 0 for m in methods}
+    worse_median: dict[str, int] = {m: 0 for m in methods}
     print(
         "\nepochs to target (median over seeds [min-max]; '>' = not reached by every seed); "
         "ratio = stock / method"
@@ -192,6 +196,9 @@ def report(jobs: list[Job], traces: list[Trace], methods: list[str]) -> None:
                 for fm, fs in zip(finals_m, finals, strict=True)
             )
             worse[method] += n_worse
+            finite_m = [f for f in finals_m if f is not None]
+            median_m = statistics.median_low(sorted(finite_m)) if finite_m else None
+            worse_median[method] += median_m is None or not _at_least(median_m, target, direction)
             final_txt = ", ".join("-" if f is None else _fmt(f) for f in finals_m)
             print(
                 f"  {method:20s} {mark}{med:7.0f} epochs [{min(epochs)}-{max(epochs)}]"
@@ -207,7 +214,8 @@ def report(jobs: list[Job], traces: list[Trace], methods: list[str]) -> None:
         wall = math.exp(statistics.fmean(math.log(r) for r in wall_ratios[method]))
         print(
             f"  {method:20s} {gm:6.2f}x epochs  (range {min(values):.2f}-{max(values):.2f}), "
-            f"{wall:6.2f}x wall;  seeds ending worse than stock: {worse[method]}"
+            f"{wall:6.2f}x wall;  seeds ending worse than stock: {worse[method]}, "
+            f"(task, optimizer) whose median final is worse: {worse_median[method]}/{len(values)}"
         )
 
 

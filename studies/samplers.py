@@ -162,11 +162,22 @@ PRUNERS: Mapping[str, PrunerFactory] = MappingProxyType(
     }
 )
 
-DEFAULT_SAMPLER = "sobol_tpe"
-"""The sampler of a request that names none (chosen by ``bench/time_to_target.py``)."""
+DEFAULT_SAMPLER = "tpe"
+"""The sampler of a request that names none.
+
+Measured by ``bench/time_to_target.py`` (epochs to stock's 40-trial figure, geometric mean over
+tasks and optimizers, 3 seeds): ``sobol_tpe`` against ``tpe`` was a tie, 0.97x without a warm start
+(4 tasks x 2 optimizers) and 1.28x against 1.30x with one (6 tasks x 3 optimizers), so the simpler
+one stays. Optuna 5's TPE is already multivariate with the constant liar; ``group`` changes nothing
+on these spaces, which have no conditional dimensions.
+"""
 
 DEFAULT_PRUNER = "hyperband"
-"""The pruner of a request that names none (chosen by ``bench/time_to_target.py``)."""
+"""The pruner of a request that names none: Hyperband from one epoch up to the trial's epochs.
+
+Measured by ``bench/time_to_target.py`` against ``median`` (0.79x as fast to the target) and a
+Hyperband whose smallest rung is a ninth of the epochs (0.65x): pruning from the first epoch won.
+"""
 
 
 def make_sampler(
