@@ -166,7 +166,9 @@ def _start_trial(at: AskTell, claim: Claim, lease_seconds: float) -> AskOut:
         claim.optuna_study_name,
         sampler=make_sampler(
             claim.sampler,
-            seed=slot_sampler_seed(claim.seed, claim.optimizer, claim.ordinal),
+            seed=slot_sampler_seed(
+                claim.seed, claim.optimizer, claim.ordinal, sampler=claim.sampler
+            ),
             space=space,
         ),
     )

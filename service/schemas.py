@@ -81,8 +81,8 @@ class StudyCreate(_Request):
     )
     sampler: str = Field(
         DEFAULT_SAMPLER,
-        description="sobol_tpe (quasi-random points, then multivariate TPE), tpe, random, "
-        "cmaes, qmc, gp or grid.",
+        description="tpe (multivariate, constant liar), sobol_tpe (quasi-random points, then "
+        "TPE), random, cmaes, qmc, gp or grid.",
     )
     pruner: str = Field(
         DEFAULT_PRUNER, description="hyperband (matched to the epochs), none, median or sha."

@@ -374,7 +374,7 @@ class Worker:
         )
 
     def _load_study(self, claim: Claim, plan: TrialPlan) -> optuna.Study:
-        seed = slot_sampler_seed(claim.seed, claim.optimizer, claim.ordinal)
+        seed = slot_sampler_seed(claim.seed, claim.optimizer, claim.ordinal, sampler=claim.sampler)
         return optuna_bridge.load_study(
             self.storage,
             claim.optuna_study_name,

@@ -217,12 +217,23 @@ def make_pruner(name: str, *, epochs: int | None = None) -> optuna.pruners.BaseP
     return factory(epochs)
 
 
-def slot_sampler_seed(seed: int | None, optimizer: str, ordinal: int) -> int | None:
-    """A distinct, reproducible sampler seed for the ``ordinal``-th trial slot of an optimizer.
+SEQUENCE_SAMPLERS = frozenset({"qmc", "sobol_tpe"})
+"""Samplers that walk one scrambled sequence through the study's trials (they find their place in
+it from the trials already stored): every trial of the study must use the same seed."""
+
+
+def slot_sampler_seed(
+    seed: int | None, optimizer: str, ordinal: int, *, sampler: str = "tpe"
+) -> int | None:
+    """A reproducible sampler seed for the ``ordinal``-th trial slot of an optimizer.
 
     A worker (or an ask) loads the study afresh for every trial, so a sampler seeded with the
-    study seed alone would propose the same first point every time. ``None`` stays unseeded.
+    study seed alone would propose the same first point every time: each slot gets its own
+    seed, except for :data:`SEQUENCE_SAMPLERS`, whose points are only spread out when every trial
+    draws from the one sequence. ``None`` stays unseeded.
     """
     if seed is None:
         return None
+    if sampler in SEQUENCE_SAMPLERS:
+        return zlib.crc32(f"{seed}/{optimizer}".encode())
     return zlib.crc32(f"{seed}/{optimizer}/{ordinal}".encode())

@@ -876,7 +876,7 @@ def test_samplers_and_pruners_are_the_registrys() -> None:
     assert named == set(SAMPLERS), named
     named = set(re.findall(r"`(\w+)`", pruner_part)) & (set(SAMPLERS) | set(PRUNERS))
     assert named == set(PRUNERS), named
-    assert "(the default" in sampler_part.split("`sobol_tpe`")[1][:20]
+    assert "(the default" in sampler_part.split("`tpe`")[1][:20]
     assert f"each\ncontinuous range becomes {GRID_POINTS} points" in text
     # "Sgd's default space is then 4 learning rates x 5 batch sizes = 20 configs"
     match = re.search(r"(\d+) learning rates x (\d+) batch sizes = (\d+) configs", text)
