@@ -367,7 +367,14 @@ def take_over(db: Database, slot_id: int, *, grace_period: float) -> str | None:
         result = session.execute(
             sa.update(TrialSlotRow)
             .where(TrialSlotRow.id == slot_id, silent_holder(grace_period))
-            .values(claim_token=token, holder=RECOVERY_HOLDER)
+            # Recovery is the holder now: another recovery pass leaves the slot alone unless
+            # this one dies in turn (then its heartbeat goes silent like any holder's).
+            .values(
+                claim_token=token,
+                holder=RECOVERY_HOLDER,
+                heartbeat_at=db_now(),
+                lease_expires_at=None,
+            )
         )
     return token if result.rowcount == 1 else None
 

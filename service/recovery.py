@@ -121,7 +121,8 @@ def _settle(
         trial = optuna_bridge.fail_trial(storage, trial._trial_id)
     if trial is not None and trial.state in optuna_bridge.FINISHED_TRIAL_STATES:
         # Optuna was told, then the holder died (or its lease ran out) before its slot was.
-        finish_slot(db, stale.slot_id, ending_of(trial), token=token)
+        if not finish_slot(db, stale.slot_id, ending_of(trial), token=token):
+            return None
         log.info("slot %s: its trial had ended %s; counted", stale.slot_id, trial.state.name)
         return SlotState.FINISHED
     if stale.leased:
@@ -134,7 +135,10 @@ def _settle(
         ending = Ending(
             ending.outcome, params=optuna_bridge.hyperparameters(trial), reason=ending.reason
         )
-    release_slot(db, stale.slot_id, ending, token=token, max_failed_trials=max_failed_trials)
+    if not release_slot(
+        db, stale.slot_id, ending, token=token, max_failed_trials=max_failed_trials
+    ):
+        return None
     return SlotState.RELEASED
 
 
