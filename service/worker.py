@@ -437,7 +437,11 @@ class Worker:
                         .where(WorkerRow.id == self.worker_id)
                         .values(last_seen_at=db_now(), trials_done=self.trials_done)
                     )
-                if current is not None and not beat(self.db, current.slot_id, current.claim_token):
+                if (
+                    current is not None
+                    and not beat(self.db, current.slot_id, current.claim_token)
+                    and self._current is current  # not just finished by this worker meanwhile
+                ):
                     log.warning(
                         "worker %s: slot %s was taken back; its trial stops at its next write",
                         self.worker_id,
