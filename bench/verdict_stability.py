@@ -363,9 +363,7 @@ def report(config: BenchConfig, results: Sequence[SeedResult]) -> str:
                 f"seed {r.seed}: {_fmt(o.mean)}±{_fmt(o.half_width)} {o.status}{p} "
                 f"#{o.config_rank if o.config_rank is not None else '?'}"
             )
-        leader_count = sum(
-            1 for r in results if r.optimizers[o_index].status in ("best", "tied")
-        )
+        leader_count = sum(1 for r in results if r.optimizers[o_index].status in ("best", "tied"))
         lines.append(f"  {name:<9} leader in {leader_count} of {n}")
         lines += [f"      {cell}" for cell in cells]
     lines.append("")
