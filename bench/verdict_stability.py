@@ -380,6 +380,21 @@ def report(config: BenchConfig, results: Sequence[SeedResult]) -> str:
         f"agreement without confirmation: {without_count} of {n} seeds give {without_answer} "
         f"(single-seed winner; measured before: {MEASURED_BEFORE})"
     )
+    best_mean = [
+        next((o.optimizer for o in r.optimizers if o.status == "best"), None) for r in results
+    ]
+    mean_count, mean_answer = agreement(best_mean)
+    lines.append(
+        f"best confirmed mean (no test):  {mean_count} of {n} seeds give {mean_answer} "
+        "(the verdict's rank 1, for comparison)"
+    )
+    leads = {name: sum(1 for r in results if name in r.leaders) for name in config.optimizers}
+    always = [name for name, count in leads.items() if count == n]
+    sometimes = [f"{name} ({count} of {n})" for name, count in leads.items() if 0 < count < n]
+    lines.append(
+        f"leaders in every seed: {', '.join(always) or 'none'}; "
+        f"in some seeds only: {', '.join(sometimes) or 'none'}"
+    )
     tied_single = sum(1 for r in results if r.single_tied_with)
     if tied_single:
         lines.append(
@@ -409,7 +424,9 @@ def report(config: BenchConfig, results: Sequence[SeedResult]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, str | None]:
+def parse_args(
+    argv: Sequence[str] | None = None,
+) -> tuple[BenchConfig, str | None, str | None]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few minutes' smoke run")
     parser.add_argument("--seeds", type=int, nargs="+", help="study seeds (default 0 1 2 3 4)")
@@ -423,6 +440,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, str | No
     parser.add_argument("--jobs", type=int, help="studies run at once (default 2, one per core)")
     parser.add_argument("--workdir", help="keep the SQLite files here (default: a temp dir)")
     parser.add_argument("--json", help="also write every figure to this JSON file")
+    parser.add_argument(
+        "--from-json", help="print the report of an earlier run's --json file; run nothing"
+    )
     args = parser.parse_args(argv)
     config = QUICK if args.quick else BenchConfig()
     overrides: dict[str, Any] = {
@@ -439,11 +459,32 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, str | No
     if unknown:
         parser.error(f"unknown optimizers {unknown}; choose from {sorted(OPTIMIZERS)}")
     values = {key: value for key, value in overrides.items() if value is not None}
-    return BenchConfig(**{**asdict(config), **values}), args.json
+    return BenchConfig(**{**asdict(config), **values}), args.json, args.from_json
+
+
+def load_results(path: str) -> tuple[BenchConfig, list[SeedResult]]:
+    """The config and results an earlier run wrote with ``--json``."""
+    payload = json.loads(Path(path).read_text())
+    config = BenchConfig(
+        **{
+            key: tuple(value) if isinstance(value, list) else value
+            for key, value in payload["config"].items()
+        }
+    )
+    results = []
+    for entry in payload["results"]:
+        entry = {key: value for key, value in entry.items() if key != "verdict_answer"}
+        outcomes = [OptimizerOutcome(**o) for o in entry.pop("optimizers")]
+        results.append(SeedResult(**entry, optimizers=outcomes))
+    return config, results
 
 
 def main(argv: Sequence[str] | None = None) -> list[SeedResult]:
-    config, json_path = parse_args(argv)
+    config, json_path, from_json = parse_args(argv)
+    if from_json:
+        config, results = load_results(from_json)
+        print(report(config, results))
+        return results
     results = run(config)
     print(report(config, results))
     if json_path:

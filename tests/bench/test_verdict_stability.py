@@ -68,6 +68,9 @@ def test_tiny_run_through_the_service(bench, tmp_path, capsys):
     assert f"confirmation cost: {confirm} epochs / {search} search epochs" in printed
     assert "gd among the leaders:" in printed
     assert (tmp_path / "out.json").read_text().count('"verdict_answer"') == 2
+    # The saved figures print the same report again, without running anything.
+    bench.main(["--from-json", str(tmp_path / "out.json")])
+    assert capsys.readouterr().out == printed
     assert sorted(p.name for p in tmp_path.glob("*.db")) == [
         "verdict-seed0.db",
         "verdict-seed1.db",
