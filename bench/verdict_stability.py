@@ -308,6 +308,10 @@ def _progress(result: SeedResult, log: Any) -> None:
     )
 
 
+def _seeds(seeds: Sequence[int]) -> str:
+    return f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}"
+
+
 def _fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -334,7 +338,7 @@ def report(config: BenchConfig, results: Sequence[SeedResult]) -> str:
     lines.append("")
     header = (
         f"{'seed':>4}  {'status':<9}  {'single-seed winner (val)':<30}  "
-        f"{'verdict with confirmation':<48}  {'search ep':>9}  {'confirm ep':>10}"
+        f"{'verdict with confirmation':<66}  {'search ep':>9}  {'confirm ep':>10}"
     )
     lines += [header, "-" * len(header)]
     for r in results:
@@ -344,7 +348,7 @@ def report(config: BenchConfig, results: Sequence[SeedResult]) -> str:
             if r.single_tied_with:
                 single += " =" + ",".join(r.single_tied_with)
         lines.append(
-            f"{r.seed:>4}  {r.status:<9}  {single:<30}  {r.verdict_answer:<48}  "
+            f"{r.seed:>4}  {r.status:<9}  {single:<30}  {r.verdict_answer:<66}  "
             f"{r.search_epochs:>9}  {r.confirm_epochs:>10}"
         )
     lines.append("")
@@ -395,6 +399,16 @@ def report(config: BenchConfig, results: Sequence[SeedResult]) -> str:
         f"leaders in every seed: {', '.join(always) or 'none'}; "
         f"in some seeds only: {', '.join(sometimes) or 'none'}"
     )
+    flips = []
+    for o_index, name in enumerate(config.optimizers):
+        statuses = {r.seed: r.optimizers[o_index].status for r in results}
+        worse = [seed for seed, status in statuses.items() if status == "worse"]
+        best = [seed for seed, status in statuses.items() if status == "best"]
+        if worse and best:
+            flips.append(f"{name} (worse in {_seeds(worse)}; best in {_seeds(best)})")
+    # Each verdict is about the configs its search found; a flip means the search, not the
+    # seeds of confirmation, decided the standing.
+    lines.append(f"worse beyond noise in one seed, best in another: {', '.join(flips) or 'none'}")
     tied_single = sum(1 for r in results if r.single_tied_with)
     if tied_single:
         lines.append(
