@@ -27,7 +27,8 @@ of them at a time, one per core): the studies are independent, so this is two wo
 without a worker idling at the end of a search phase. Counts epochs, not seconds.
 
 Run: ``.venv/bin/python bench/verdict_stability.py [--quick] [--seeds 0 1 2 3 4] [--n-trials 20]
-[--optimizers sgd,adam,gd] [--jobs 2] [--json results.json]``.
+[--optimizers sgd,adam,gd] [--jobs 2] [--json results.json]``; ``--from-json results.json``
+prints the report of an earlier run again.
 """
 
 from __future__ import annotations
