@@ -114,6 +114,7 @@ class OptimizerOutcome:
     p_adjusted: float | None  # against the best mean (Holm-adjusted)
     config_rank: int | None  # search rank (1 = best search value) of the representative config
     lr: float | None  # learning rate of the representative config
+    std: float | None = None  # of its seeds' values
 
 
 @dataclass
@@ -256,6 +257,7 @@ def _seed_result(
                 p_adjusted=comparison.get("p_adjusted"),
                 config_rank=rank,
                 lr=entry.params.get("lr") if entry is not None else None,
+                std=summary.get("std"),
             )
         )
     return SeedResult(
@@ -306,6 +308,21 @@ def _progress(result: SeedResult, log: Any) -> None:
         f"seed {result.seed} done in {result.seconds:.0f} s: {result.verdict_answer}",
         file=log,
         flush=True,
+    )
+
+
+def _spreads(results: Sequence[SeedResult], index: int) -> str:
+    """The spread of an optimizer's confirmed mean between studies (which configs each search
+    found, plus seed noise) beside the seed noise within a study (the standard error of a mean)."""
+    outcomes = [r.optimizers[index] for r in results if r.optimizers[index].mean is not None]
+    means = [o.mean for o in outcomes if o.mean is not None]
+    errors = [o.std / math.sqrt(o.n) for o in outcomes if o.std is not None and o.n > 1]
+    if len(means) < 2 or not errors:
+        return ""
+    within = math.sqrt(statistics.mean(e * e for e in errors))
+    return (
+        f"; confirmed mean {statistics.mean(means):.4f}, sd between studies "
+        f"{statistics.stdev(means):.4f}, standard error within a study {within:.4f}"
     )
 
 
@@ -369,7 +386,7 @@ def report(config: BenchConfig, results: Sequence[SeedResult]) -> str:
                 f"#{o.config_rank if o.config_rank is not None else '?'}"
             )
         leader_count = sum(1 for r in results if r.optimizers[o_index].status in ("best", "tied"))
-        lines.append(f"  {name:<9} leader in {leader_count} of {n}")
+        lines.append(f"  {name:<9} leader in {leader_count} of {n}{_spreads(results, o_index)}")
         lines += [f"      {cell}" for cell in cells]
     lines.append("")
 

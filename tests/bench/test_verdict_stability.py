@@ -58,7 +58,7 @@ def test_tiny_run_through_the_service(bench, tmp_path, capsys):
         assert r.outcome in ("winner", "tied")
         assert r.leaders and r.leaders[0] in ("adam", "gd")
         by_name = {o.optimizer: o for o in r.optimizers}
-        assert all(o.n == 2 and o.config_rank == 1 for o in by_name.values())
+        assert all(o.n == 2 and o.config_rank == 1 and o.std is not None for o in by_name.values())
         best = max(o.search_best for o in by_name.values())
         assert by_name[r.single_winner].search_best == best
     count, answer = bench.agreement([r.verdict_answer for r in results])
