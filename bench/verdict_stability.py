@@ -1,0 +1,532 @@
+"""How stable is the study's answer across study seeds, with confirmation and without?
+
+The same study (digits_mlp, all 8 optimizers, the product's defaults: TPE sampler, median pruner,
+the task's epochs, confirmation ``{"top_k": 3, "seeds": 5}``) is run once per study seed, through
+the product's own path: ``service.study_admin.create_study`` on a fresh SQLite file, one in-process
+``service.worker.Worker`` to completion, then ``service.reads.study_best``. For each seed:
+
+- with confirmation: the verdict (the winner, or the set of tied leaders);
+- without confirmation: the single-seed answer the service gave before the confirmation phase,
+  the optimizer whose best *search* trial has the best value (ties: the first in study order, as
+  ``service.reads.rank`` sorts stably; the table marks them).
+
+Printed: how often the answer agrees across seeds (the most common answer's count, "4 of 5"), with
+and without confirmation; whether full-batch ``gd`` (clearly worse at this budget) is ever a
+leader; the cost of confirmation in epochs (epochs run by confirmation trials / by search trials,
+from each trial's ``epochs_run``), and per optimizer and seed the confirmed figure and standing,
+which shows why a verdict moves when it does. Goal (issue 10): the same winner or the same set of
+tied leaders in at least 4 of 5 seeds with confirmation (measured before: 2 of 5 without).
+
+Budget: 20 search trials per optimizer. TPE's first 10 trials are random (Optuna's
+``n_startup_trials``), so 20 gives the sampler as many guided trials as random ones, the smallest
+budget at which TPE does its job; 20 x 8 search trials + 3 x 5 x 8 confirmation trials is 280
+trials of 20 epochs per study, 1,400 for 5 seeds.
+
+Each seed's study runs in its own process with its own worker and database file (``--jobs``
+of them at a time, one per core): the studies are independent, so this is two workers' throughput
+without a worker idling at the end of a search phase. Counts epochs, not seconds.
+
+Run: ``.venv/bin/python bench/verdict_stability.py [--quick] [--seeds 0 1 2 3 4] [--n-trials 20]
+[--optimizers sgd,adam,gd] [--jobs 2] [--json results.json]``; ``--from-json results.json``
+prints the report of an earlier run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import multiprocessing
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optim_core.registry import OPTIMIZERS
+from service.study_requests import DEFAULT_CONFIRM
+
+TASK = "digits_mlp"
+DEFAULT_SEEDS = (0, 1, 2, 3, 4)
+DEFAULT_N_TRIALS = 20
+GOAL_AGREEING = 4  # of 5 seeds, with confirmation
+MEASURED_BEFORE = "2 of 5"  # the single-seed answer, as measured when the issue was filed
+CLEARLY_WORSE = "gd"
+TRIALS_PAGE = 500
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One run of the benchmark: the study every seed runs, and how."""
+
+    seeds: tuple[int, ...] = DEFAULT_SEEDS
+    optimizers: tuple[str, ...] = tuple(OPTIMIZERS)
+    n_trials: int = DEFAULT_N_TRIALS
+    epochs: int | None = None  # None: the task's default
+    top_k: int = DEFAULT_CONFIRM[0]
+    confirm_seeds: int = DEFAULT_CONFIRM[1]
+    sampler: str = "tpe"
+    pruner: str = "median"
+    jobs: int = 2
+    workdir: str | None = None
+
+    def study_request(self, seed: int) -> dict[str, Any]:
+        return {
+            "name": f"stability-seed{seed}",
+            "task": TASK,
+            "optimizers": list(self.optimizers),
+            "n_trials": self.n_trials,
+            "epochs": self.epochs,
+            "sampler": self.sampler,
+            "pruner": self.pruner,
+            "seed": seed,
+            "confirm": {"top_k": self.top_k, "seeds": self.confirm_seeds},
+        }
+
+
+QUICK = BenchConfig(
+    seeds=(0, 1, 2),
+    optimizers=("sgd", "adam", "gd"),
+    n_trials=4,
+    epochs=5,
+    top_k=1,
+    confirm_seeds=3,
+)
+
+
+@dataclass
+class OptimizerOutcome:
+    """One optimizer in one seed's study."""
+
+    optimizer: str
+    search_best: float | None  # best value of its search trials
+    status: str | None  # verdict standing: best / tied / worse / no_seeds
+    mean: float | None  # confirmed figure of its representative config, over seeds
+    half_width: float | None  # of the 95% interval
+    n: int
+    p_adjusted: float | None  # against the best mean (Holm-adjusted)
+    config_rank: int | None  # search rank (1 = best search value) of the representative config
+    lr: float | None  # learning rate of the representative config
+    std: float | None = None  # of its seeds' values
+
+
+@dataclass
+class SeedResult:
+    """What one seed's study answered and what it cost."""
+
+    seed: int
+    status: str
+    outcome: str | None
+    winner: str | None
+    leaders: list[str]
+    sentence: str
+    single_winner: str | None
+    single_value: float | None
+    single_tied_with: list[str]  # other optimizers whose best search value equals the winner's
+    search_trials: int
+    confirm_trials: int
+    search_epochs: int
+    confirm_epochs: int
+    seconds: float
+    optimizers: list[OptimizerOutcome] = field(default_factory=list)
+
+    @property
+    def verdict_answer(self) -> str:
+        return answer_label(self.outcome, self.winner, self.leaders)
+
+
+def answer_label(outcome: str | None, winner: str | None, leaders: Sequence[str]) -> str:
+    """One comparable label per verdict: the winner's name, or the set of tied leaders (order
+    does not matter: two seeds with the same leaders give the same answer)."""
+    if outcome == "winner" and winner is not None:
+        return winner
+    if outcome in ("tied", "single"):
+        return "tied{" + ", ".join(sorted(leaders)) + "}"
+    return f"no verdict ({outcome})"
+
+
+def agreement(answers: Sequence[str | None]) -> tuple[int, str | None]:
+    """The most common answer and how many seeds gave it (the first such answer on a tie)."""
+    counted = Counter(answer for answer in answers if answer is not None)
+    if not counted:
+        return 0, None
+    answer, count = counted.most_common(1)[0]
+    return count, answer
+
+
+# --------------------------------------------------------------------------- one seed
+
+
+def run_seed(config: BenchConfig, seed: int, workdir: str) -> SeedResult:
+    """Create the study of ``seed`` on a fresh SQLite file, run it to completion with one worker,
+    and read its answers back. Builds its engines itself (it may run in a fresh process)."""
+    import optuna
+
+    from service import reads
+    from service.config import Settings
+    from service.database import Database, make_optuna_storage
+    from service.schema import upgrade_database
+    from service.study_admin import create_study
+    from service.study_requests import StudyRequest
+    from service.worker import Worker
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("service").setLevel(logging.WARNING)
+    path = Path(workdir) / f"verdict-seed{seed}.db"
+    path.unlink(missing_ok=True)
+    url = f"sqlite:///{path}"
+    settings = Settings(database_url=url, poll_interval=0.05)
+    db = Database.connect(url)
+    storage = make_optuna_storage(url)
+    try:
+        upgrade_database(db)
+        request = StudyRequest(**config.study_request(seed))
+        create_study(db=db, storage=storage, settings=settings, request=request)
+        start = time.perf_counter()
+        Worker(settings, exit_when_idle=True).run()
+        seconds = time.perf_counter() - start
+        best = reads.study_best(db, request.name)
+        trials = _all_trials(reads, db, storage, request.name)
+    finally:
+        db.dispose()
+        storage.engine.dispose()
+    return _seed_result(seed, config.optimizers, best, trials, seconds)
+
+
+def _all_trials(reads: Any, db: Any, storage: Any, name: str) -> list[Any]:
+    trials: list[Any] = []
+    while True:
+        page = reads.list_trials(db, storage, name=name, limit=TRIALS_PAGE, offset=len(trials))
+        trials.extend(page.items)
+        if not page.items or len(trials) >= page.total:
+            return trials
+
+
+def _seed_result(
+    seed: int, optimizers: Sequence[str], best: Any, trials: Sequence[Any], seconds: float
+) -> SeedResult:
+    search = [t for t in trials if t.origin != "confirm"]
+    confirm = [t for t in trials if t.origin == "confirm"]
+    sign = 1.0 if best.direction == "maximize" else -1.0
+    search_best: dict[str, float] = {}
+    ranked_values: dict[str, list[float]] = {}
+    for trial in search:
+        if trial.state != "complete" or trial.value is None:
+            continue
+        ranked_values.setdefault(trial.optimizer, []).append(trial.value)
+        current = search_best.get(trial.optimizer)
+        if current is None or sign * trial.value > sign * current:
+            search_best[trial.optimizer] = trial.value
+    # The answer before confirmation: the best single search trial; equal values keep study order.
+    in_order = [name for name in optimizers if name in search_best]
+    single = max(in_order, key=lambda name: sign * search_best[name], default=None)
+    tied_with = [
+        name
+        for name in in_order
+        if single is not None and name != single and search_best[name] == search_best[single]
+    ]
+    verdict = best.verdict or {}
+    standings = {s["optimizer"]: s for s in verdict.get("standings", [])}
+    confirmed = {entry.optimizer: entry for entry in best.optimizers}
+    outcomes = []
+    for name in optimizers:
+        standing = standings.get(name, {})
+        summary = standing.get("summary") or {}
+        comparison = standing.get("comparison") or {}
+        entry = confirmed.get(name)
+        rank = None
+        if entry is not None and entry.confirmed is not None:
+            values = sorted(ranked_values.get(name, []), key=lambda v: -sign * v)
+            rank = values.index(entry.value) + 1 if entry.value in values else None
+        outcomes.append(
+            OptimizerOutcome(
+                optimizer=name,
+                search_best=search_best.get(name),
+                status=standing.get("status"),
+                mean=summary.get("mean"),
+                half_width=summary.get("half_width"),
+                n=summary.get("n", 0),
+                p_adjusted=comparison.get("p_adjusted"),
+                config_rank=rank,
+                lr=entry.params.get("lr") if entry is not None else None,
+                std=summary.get("std"),
+            )
+        )
+    return SeedResult(
+        seed=seed,
+        status=str(best.status),
+        outcome=verdict.get("outcome"),
+        winner=verdict.get("winner"),
+        leaders=list(verdict.get("leaders", [])),
+        sentence=verdict.get("sentence", ""),
+        single_winner=single,
+        single_value=search_best.get(single) if single else None,
+        single_tied_with=tied_with,
+        search_trials=len(search),
+        confirm_trials=len(confirm),
+        search_epochs=sum(t.epochs_run or 0 for t in search),
+        confirm_epochs=sum(t.epochs_run or 0 for t in confirm),
+        seconds=seconds,
+        optimizers=outcomes,
+    )
+
+
+# --------------------------------------------------------------------------- all seeds
+
+
+def run(config: BenchConfig, *, log: Any = sys.stderr) -> list[SeedResult]:
+    """Every seed's study; ``config.jobs`` processes at a time (1: in this process)."""
+    with tempfile.TemporaryDirectory(prefix="hpt-verdict-") as scratch:
+        workdir = config.workdir or scratch
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        results: list[SeedResult] = []
+        if config.jobs <= 1:
+            for seed in config.seeds:
+                results.append(run_seed(config, seed, workdir))
+                _progress(results[-1], log)
+        else:
+            # Spawned, not forked: each study builds its engines and torch state in its own process.
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(config.jobs, mp_context=context) as pool:
+                futures = [pool.submit(run_seed, config, seed, workdir) for seed in config.seeds]
+                for future in as_completed(futures):
+                    results.append(future.result())
+                    _progress(results[-1], log)
+    return sorted(results, key=lambda result: result.seed)
+
+
+def _progress(result: SeedResult, log: Any) -> None:
+    print(
+        f"seed {result.seed} done in {result.seconds:.0f} s: {result.verdict_answer}",
+        file=log,
+        flush=True,
+    )
+
+
+def _spreads(results: Sequence[SeedResult], index: int) -> str:
+    """The spread of an optimizer's confirmed mean between studies (which configs each search
+    found, plus seed noise) beside the seed noise within a study (the standard error of a mean)."""
+    outcomes = [r.optimizers[index] for r in results if r.optimizers[index].mean is not None]
+    means = [o.mean for o in outcomes if o.mean is not None]
+    errors = [o.std / math.sqrt(o.n) for o in outcomes if o.std is not None and o.n > 1]
+    if len(means) < 2 or not errors:
+        return ""
+    within = math.sqrt(statistics.mean(e * e for e in errors))
+    return (
+        f"; confirmed mean {statistics.mean(means):.4f}, sd between studies "
+        f"{statistics.stdev(means):.4f}, standard error within a study {within:.4f}"
+    )
+
+
+def _seeds(seeds: Sequence[int]) -> str:
+    return f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}"
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _mean_sd(values: Sequence[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.3f} (one seed, no spread)"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f} (mean ± sd over seeds)"
+
+
+def report(config: BenchConfig, results: Sequence[SeedResult]) -> str:
+    """The printed tables and summary lines."""
+    lines: list[str] = []
+    n = len(results)
+    epochs = config.epochs if config.epochs is not None else "task default"
+    lines.append(
+        f"{TASK}: {len(config.optimizers)} optimizers ({', '.join(config.optimizers)}), "
+        f"{config.n_trials} search trials each, epochs = {epochs}, sampler {config.sampler}, "
+        f"pruner {config.pruner}, confirm top_k {config.top_k} x {config.confirm_seeds} seeds; "
+        f"study seeds {', '.join(map(str, config.seeds))}"
+    )
+    lines.append("")
+    header = (
+        f"{'seed':>4}  {'status':<9}  {'single-seed winner (val)':<30}  "
+        f"{'verdict with confirmation':<66}  {'search ep':>9}  {'confirm ep':>10}"
+    )
+    lines += [header, "-" * len(header)]
+    for r in results:
+        single = "-"
+        if r.single_winner is not None:
+            single = f"{r.single_winner} ({_fmt(r.single_value)})"
+            if r.single_tied_with:
+                single += " =" + ",".join(r.single_tied_with)
+        lines.append(
+            f"{r.seed:>4}  {r.status:<9}  {single:<30}  {r.verdict_answer:<66}  "
+            f"{r.search_epochs:>9}  {r.confirm_epochs:>10}"
+        )
+    lines.append("")
+
+    lines.append("Per optimizer and seed: confirmed mean ± 95% half-width (seeds), standing,")
+    lines.append("Holm-adjusted p against the best, search rank of the representative config:")
+    for o_index, name in enumerate(config.optimizers):
+        cells = []
+        for r in results:
+            o = r.optimizers[o_index]
+            if o.mean is None:
+                cells.append(f"seed {r.seed}: no seeds")
+                continue
+            p = "" if o.p_adjusted is None else f" p={o.p_adjusted:.3f}"
+            cells.append(
+                f"seed {r.seed}: {_fmt(o.mean)}±{_fmt(o.half_width)} {o.status}{p} "
+                f"#{o.config_rank if o.config_rank is not None else '?'}"
+            )
+        leader_count = sum(1 for r in results if r.optimizers[o_index].status in ("best", "tied"))
+        lines.append(f"  {name:<9} leader in {leader_count} of {n}{_spreads(results, o_index)}")
+        lines += [f"      {cell}" for cell in cells]
+    lines.append("")
+
+    with_count, with_answer = agreement([r.verdict_answer for r in results])
+    without_count, without_answer = agreement([r.single_winner for r in results])
+    goal_n = math.ceil(GOAL_AGREEING / 5 * n)
+    met = "met" if with_count >= goal_n else "NOT met"
+    lines.append(
+        f"agreement with confirmation:    {with_count} of {n} seeds give {with_answer} "
+        f"(goal >= {goal_n} of {n}: {met})"
+    )
+    lines.append(
+        f"agreement without confirmation: {without_count} of {n} seeds give {without_answer} "
+        f"(single-seed winner; measured before: {MEASURED_BEFORE})"
+    )
+    best_mean = [
+        next((o.optimizer for o in r.optimizers if o.status == "best"), None) for r in results
+    ]
+    mean_count, mean_answer = agreement(best_mean)
+    lines.append(
+        f"best confirmed mean (no test):  {mean_count} of {n} seeds give {mean_answer} "
+        "(the verdict's rank 1, for comparison)"
+    )
+    leads = {name: sum(1 for r in results if name in r.leaders) for name in config.optimizers}
+    always = [name for name, count in leads.items() if count == n]
+    sometimes = [f"{name} ({count} of {n})" for name, count in leads.items() if 0 < count < n]
+    lines.append(
+        f"leaders in every seed: {', '.join(always) or 'none'}; "
+        f"in some seeds only: {', '.join(sometimes) or 'none'}"
+    )
+    flips = []
+    for o_index, name in enumerate(config.optimizers):
+        statuses = {r.seed: r.optimizers[o_index].status for r in results}
+        worse = [seed for seed, status in statuses.items() if status == "worse"]
+        best = [seed for seed, status in statuses.items() if status == "best"]
+        if worse and best:
+            flips.append(f"{name} (worse in {_seeds(worse)}; best in {_seeds(best)})")
+    # Each verdict is about the configs its search found; a flip means the search, not the
+    # seeds of confirmation, decided the standing.
+    lines.append(f"worse beyond noise in one seed, best in another: {', '.join(flips) or 'none'}")
+    tied_single = sum(1 for r in results if r.single_tied_with)
+    if tied_single:
+        lines.append(
+            f"  ({tied_single} of {n} single-seed answers are a tie of best search values, broken "
+            "by study order as the service did)"
+        )
+    if CLEARLY_WORSE in config.optimizers:
+        gd_leads = [r.seed for r in results if CLEARLY_WORSE in r.leaders]
+        gd_single = [r.seed for r in results if r.single_winner == CLEARLY_WORSE]
+        lines.append(
+            f"{CLEARLY_WORSE} among the leaders: {len(gd_leads)} of {n} seeds"
+            + (f" (seeds {', '.join(map(str, gd_leads))})" if gd_leads else "")
+            + f"; single-seed winner: {len(gd_single)} of {n}"
+        )
+    search = sum(r.search_epochs for r in results)
+    confirm = sum(r.confirm_epochs for r in results)
+    ratios = [r.confirm_epochs / r.search_epochs for r in results if r.search_epochs]
+    lines.append(
+        f"confirmation cost: {confirm} epochs / {search} search epochs = "
+        f"{confirm / search if search else math.nan:.2f} overall; per seed {_mean_sd(ratios)}"
+    )
+    lines.append(
+        f"trials: {sum(r.search_trials for r in results)} search, "
+        f"{sum(r.confirm_trials for r in results)} confirmation; "
+        f"worker seconds per study: {_mean_sd([r.seconds for r in results])}"
+    )
+    return "\n".join(lines)
+
+
+def parse_args(
+    argv: Sequence[str] | None = None,
+) -> tuple[BenchConfig, str | None, str | None]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a few minutes' smoke run")
+    parser.add_argument("--seeds", type=int, nargs="+", help="study seeds (default 0 1 2 3 4)")
+    parser.add_argument("--n-trials", type=int, help="search trials per optimizer (default 20)")
+    parser.add_argument("--epochs", type=int, help="epochs per trial (default: the task's)")
+    parser.add_argument(
+        "--optimizers", help=f"comma-separated (default all: {','.join(OPTIMIZERS)})"
+    )
+    parser.add_argument("--top-k", type=int, help="confirmed configs per optimizer (default 3)")
+    parser.add_argument("--confirm-seeds", type=int, help="seeds per confirmed config (default 5)")
+    parser.add_argument("--jobs", type=int, help="studies run at once (default 2, one per core)")
+    parser.add_argument("--workdir", help="keep the SQLite files here (default: a temp dir)")
+    parser.add_argument("--json", help="also write every figure to this JSON file")
+    parser.add_argument(
+        "--from-json", help="print the report of an earlier run's --json file; run nothing"
+    )
+    args = parser.parse_args(argv)
+    config = QUICK if args.quick else BenchConfig()
+    overrides: dict[str, Any] = {
+        "seeds": tuple(args.seeds) if args.seeds else None,
+        "n_trials": args.n_trials,
+        "epochs": args.epochs,
+        "optimizers": tuple(args.optimizers.split(",")) if args.optimizers else None,
+        "top_k": args.top_k,
+        "confirm_seeds": args.confirm_seeds,
+        "jobs": args.jobs,
+        "workdir": args.workdir,
+    }
+    unknown = [name for name in overrides["optimizers"] or () if name not in OPTIMIZERS]
+    if unknown:
+        parser.error(f"unknown optimizers {unknown}; choose from {sorted(OPTIMIZERS)}")
+    values = {key: value for key, value in overrides.items() if value is not None}
+    return BenchConfig(**{**asdict(config), **values}), args.json, args.from_json
+
+
+def load_results(path: str) -> tuple[BenchConfig, list[SeedResult]]:
+    """The config and results an earlier run wrote with ``--json``."""
+    payload = json.loads(Path(path).read_text())
+    config = BenchConfig(
+        **{
+            key: tuple(value) if isinstance(value, list) else value
+            for key, value in payload["config"].items()
+        }
+    )
+    results = []
+    for entry in payload["results"]:
+        entry = {key: value for key, value in entry.items() if key != "verdict_answer"}
+        outcomes = [OptimizerOutcome(**o) for o in entry.pop("optimizers")]
+        results.append(SeedResult(**entry, optimizers=outcomes))
+    return config, results
+
+
+def main(argv: Sequence[str] | None = None) -> list[SeedResult]:
+    config, json_path, from_json = parse_args(argv)
+    if from_json:
+        config, results = load_results(from_json)
+        print(report(config, results))
+        return results
+    results = run(config)
+    print(report(config, results))
+    if json_path:
+        payload = {
+            "config": asdict(config),
+            "results": [{**asdict(r), "verdict_answer": r.verdict_answer} for r in results],
+        }
+        Path(json_path).write_text(json.dumps(payload, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
