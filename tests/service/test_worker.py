@@ -19,6 +19,7 @@ from service import optuna_bridge
 from service.config import Settings
 from service.database import Database, db_now, make_optuna_storage
 from service.lifecycle import claim_slot, revoke_study
+from service.slot_guard import SlotTakenBack
 from service.study_admin import create_study
 from service.study_requests import StudyRequest
 from service.tables import StudyRow, TrialSlotRow, WorkerRow
@@ -292,11 +293,11 @@ def test_a_slot_taken_back_mid_trial_is_never_written_by_its_worker(
     worker.storage.engine.dispose()
 
 
-def test_a_worker_telling_a_trial_recovery_already_failed_reads_it_back(
+def test_a_worker_telling_a_trial_recovery_already_failed_lets_the_slot_go(
     db: Database, settings: Settings
 ) -> None:
-    # A worker frozen past its grace period wakes up after recovery failed its trial: its tell
-    # must read the trial's end back (and give the slot up), not raise.
+    # A worker frozen past its grace period wakes up after recovery failed its trial (and took
+    # its slot): its tell reads the trial's end back and lets the slot go, recording nothing.
     add_study(db, settings, "woken", optimizers=["sgd"], n_trials=1)
     worker = Worker(settings)
     try:
@@ -304,9 +305,10 @@ def test_a_worker_telling_a_trial_recovery_already_failed_reads_it_back(
         trial = study.ask()
         assert optuna_bridge.fail_trial(worker.storage, trial._trial_id).state == TrialState.FAIL
 
-        frozen = worker._tell(study, trial, TrialState.COMPLETE, 0.5)
-
-        assert frozen.state == TrialState.FAIL
+        with pytest.raises(SlotTakenBack, match="failed by recovery"):
+            worker._tell(study, trial, TrialState.COMPLETE, 0.5)
+        # A trial that failed on its own is read back as it is.
+        assert worker._tell(study, trial, TrialState.FAIL, None).state == TrialState.FAIL
     finally:
         worker.db.dispose()
         worker.storage.engine.dispose()
