@@ -455,7 +455,8 @@ def list_trials(
     limit: int,
     offset: int,
 ) -> TrialPageOut:
-    """One page of a study's trials, by optimizer (in the study's order) and trial number.
+    """One page of a study's trials, in the order they were asked for (each optimizer's in the
+    order of its trial numbers); trials added while a client pages come last.
 
     Raises:
         StudyNotFound: no such study (or it was deleted while the page was read).
@@ -490,11 +491,9 @@ def list_trials(
             sa.select(TrialSlotRow, StudyOptimizerRow.optimizer)
             .join(StudyOptimizerRow)
             .where(*conditions)
-            .order_by(
-                StudyOptimizerRow.position,
-                TrialSlotRow.trial_number.asc().nulls_last(),
-                TrialSlotRow.id,
-            )
+            # In the order the slots were claimed: a trial added meanwhile comes after every
+            # trial listed so far, so offset pages neither repeat nor skip one.
+            .order_by(TrialSlotRow.id)
             .limit(limit)
             .offset(offset)
         ).all()
