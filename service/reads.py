@@ -492,8 +492,10 @@ def list_trials(
             .join(StudyOptimizerRow)
             .where(*conditions)
             # In the order the slots were claimed: a trial added meanwhile comes after every
-            # trial listed so far, so offset pages neither repeat nor skip one.
-            .order_by(TrialSlotRow.id)
+            # trial listed so far, so offset pages neither repeat nor skip one. "+ 0": the
+            # study's slots are found by their pairs, then sorted; never by walking the whole
+            # table (or a whole index) in id order until this study's slots turn up.
+            .order_by(TrialSlotRow.id + 0)
             .limit(limit)
             .offset(offset)
         ).all()
