@@ -175,7 +175,9 @@ def _recent_durations(session: Session, pair_ids: Sequence[int]) -> list[float]:
             TrialSlotRow.state == SlotState.FINISHED,
             TrialSlotRow.started_at.is_not(None),
         )
-        .order_by(TrialSlotRow.id.desc())
+        # "+ 0": found by the study's pairs, then sorted (see list_trials); never a walk of
+        # every study's finished slots, newest first, until this study's turn up.
+        .order_by((TrialSlotRow.id + 0).desc())
         .limit(ETA_WINDOW)
     ).all()
     return [(end - start).total_seconds() for start, end in rows if end is not None]

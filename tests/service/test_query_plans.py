@@ -279,6 +279,13 @@ def test_pages_and_best_lookups_search_by_their_key(db: Database, history: Any) 
         for statement in pages:
             conditions = index_conditions(db, statement)
             assert PAGE_KEY in conditions, (path, conditions)
+    # The study detail's recent durations (its ETA): the study's own finished slots.
+    with captured(db) as statements:
+        _study_detail(db, history)
+    recent = [s for s in statements if reads_slots(s) and "ORDER BY" in s.sql]
+    assert len(recent) == 1
+    conditions = index_conditions(db, recent[0])
+    assert PAGE_KEY in conditions, ("study detail", conditions)
     # The catalogue: one lookup per optimizer, each an index search of the optimizer rows by
     # the optimizer's name (not a walk of every study's best values).
     with captured(db) as statements:
