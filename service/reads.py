@@ -183,7 +183,9 @@ def _recent_durations(session: Session, pair_ids: Sequence[int]) -> list[float]:
             TrialSlotRow.state == SlotState.FINISHED,
             TrialSlotRow.started_at.is_not(None),
         )
-        .order_by(TrialSlotRow.id.desc())
+        # "+ 0": found by the study's pairs, then sorted (see list_trials); never a walk of
+        # every study's finished slots, newest first, until this study's turn up.
+        .order_by((TrialSlotRow.id + 0).desc())
         .limit(ETA_WINDOW)
     ).all()
     return [(end - start).total_seconds() for start, end in rows if end is not None]
@@ -518,7 +520,8 @@ def list_trials(
     limit: int,
     offset: int,
 ) -> TrialPageOut:
-    """One page of a study's trials, by optimizer (in the study's order) and trial number.
+    """One page of a study's trials, in the order they were asked for (each optimizer's in the
+    order of its trial numbers); trials added while a client pages come last.
 
     Raises:
         StudyNotFound: no such study (or it was deleted while the page was read).
@@ -553,11 +556,11 @@ def list_trials(
             sa.select(TrialSlotRow, StudyOptimizerRow.optimizer)
             .join(StudyOptimizerRow)
             .where(*conditions)
-            .order_by(
-                StudyOptimizerRow.position,
-                TrialSlotRow.trial_number.asc().nulls_last(),
-                TrialSlotRow.id,
-            )
+            # In the order the slots were claimed: a trial added meanwhile comes after every
+            # trial listed so far, so offset pages neither repeat nor skip one. "+ 0": the
+            # study's slots are found by their pairs, then sorted; never by walking the whole
+            # table (or a whole index) in id order until this study's slots turn up.
+            .order_by(TrialSlotRow.id + 0)
             .limit(limit)
             .offset(offset)
         ).all()

@@ -70,7 +70,12 @@ class StudyRow(Base):
 
 class StudyOptimizerRow(Base):
     __tablename__ = "hpt_study_optimizers"
-    __table_args__ = (sa.UniqueConstraint("study_id", "optimizer"), NEVER_REUSED_IDS)
+    __table_args__ = (
+        sa.UniqueConstraint("study_id", "optimizer"),
+        # The catalogue's best of one optimizer over every study: walked in order of value.
+        sa.Index("ix_hpt_study_optimizers_optimizer_best", "optimizer", "best_value"),
+        NEVER_REUSED_IDS,
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     study_id: Mapped[int] = mapped_column(
@@ -98,7 +103,7 @@ class StudyOptimizerRow(Base):
     planned_configs: Mapped[list[Any] | None]
     # The best finished slot so far (complete, by the study's direction), kept on finish.
     best_slot_id: Mapped[int | None]
-    best_value: Mapped[float | None] = mapped_column(sa.Float, index=True)
+    best_value: Mapped[float | None] = mapped_column(sa.Float)
 
     study: Mapped[StudyRow] = relationship(back_populates="optimizers")
 
@@ -107,6 +112,10 @@ class TrialSlotRow(Base):
     __tablename__ = "hpt_trial_slots"
     __table_args__ = (
         sa.Index("ix_hpt_trial_slots_pair_number", "study_optimizer_id", "trial_number"),
+        # A page of one study's trials in one state (not every study's slots in that state).
+        sa.Index(
+            "ix_hpt_trial_slots_pair_state_number", "study_optimizer_id", "state", "trial_number"
+        ),
         sa.Index("ix_hpt_trial_slots_state_heartbeat", "state", "heartbeat_at"),
         NEVER_REUSED_IDS,
     )

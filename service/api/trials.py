@@ -30,7 +30,7 @@ def list_(
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> TrialPageOut:
-    """Trials by optimizer (in the study's order), then by number: state, value,
+    """Trials in the order they were asked for (trials added meanwhile come last): state, value,
     hyperparameters and where they came from, test metrics, timing, reported values and
     training curves."""
     return list_trials(

@@ -39,7 +39,7 @@ def upgrade() -> None:
         t.add_column(sa.Column("best_slot_id", sa.Integer(), nullable=True))
         t.add_column(sa.Column("best_value", sa.Float(), nullable=True))
         t.create_index("ix_hpt_study_optimizers_study_id", ["study_id"])
-        t.create_index("ix_hpt_study_optimizers_best_value", ["best_value"])
+        t.create_index("ix_hpt_study_optimizers_optimizer_best", ["optimizer", "best_value"])
     with op.batch_alter_table(
         "hpt_trial_slots", recreate="auto", table_kwargs=NEVER_REUSED_IDS
     ) as t:
@@ -57,6 +57,9 @@ def upgrade() -> None:
         t.add_column(sa.Column("heartbeat_at", sa.DateTime(), nullable=True))
         t.create_index("ix_hpt_trial_slots_trial_id", ["trial_id"])
         t.create_index("ix_hpt_trial_slots_pair_number", ["study_optimizer_id", "trial_number"])
+        t.create_index(
+            "ix_hpt_trial_slots_pair_state_number", ["study_optimizer_id", "state", "trial_number"]
+        )
         t.create_index("ix_hpt_trial_slots_state_heartbeat", ["state", "heartbeat_at"])
     if op.get_bind().dialect.name == "sqlite":
         # batch mode rebuilds only when SQLite cannot alter in place; AUTOINCREMENT needs the

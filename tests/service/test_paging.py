@@ -1,0 +1,195 @@
+"""Paging while the history grows: a client that pages through a study's trials, the study list
+or the catalogue's study names while trials are being finished sees a stable order, no item
+twice and none of those that existed when it started left out.
+
+One thread finishes trials through the product's ask/tell path (claim, start, tell Optuna,
+finish) while another pages through, a few items a page, again and again until the writer is
+done; each pass is checked against the full listing read after it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import optuna
+import pytest
+import sqlalchemy as sa
+
+from optim_core.registry import OPTIMIZERS
+from optim_core.spaces import sample_space, space_from_json
+from service import lifecycle, optuna_bridge, reads, recovery
+from service.config import Settings
+from service.database import Database, make_optuna_storage
+from service.study_admin import create_study
+from service.study_requests import StudyRequest
+from service.tables import StudyRow
+from service.vocabulary import TrialState
+
+PAGE = 3
+WRITES = 24
+OPTIMIZERS_OF_STUDY = ["sgd", "momentum", "adam"]
+
+
+@pytest.fixture
+def storage(db: Database) -> Iterator[optuna.storages.RDBStorage]:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = make_optuna_storage(db.url)
+    settings = Settings(database_url=db.url)
+    for name in ("first", "second", "third", "fourth", "fifth"):
+        create_study(
+            db=db,
+            storage=storage,
+            settings=settings,
+            request=StudyRequest(
+                name=name,
+                task="external",
+                optimizers=OPTIMIZERS_OF_STUDY,
+                n_trials=50,
+                sampler="random",
+                pruner="none",
+                seed=0,
+                metric="loss",
+                direction="minimize",
+            ),
+        )
+    yield storage
+    storage.engine.dispose()
+
+
+def _study_id(db: Database, name: str) -> int:
+    with db.read() as session:
+        return session.scalar(sa.select(StudyRow.id).where(StudyRow.name == name))
+
+
+def run_trials(db: Database, storage: Any, name: str, count: int) -> None:
+    """``count`` trials of study ``name``, as ask then tell run them."""
+    study_id = _study_id(db, name)
+    for i in range(count):
+        claim = lifecycle.claim_slot(
+            db, holder="test", study_id=study_id, external=True, lease_seconds=600
+        )
+        assert claim is not None
+        space = space_from_json(claim.search_space, OPTIMIZERS[claim.optimizer].domains)
+        study = optuna_bridge.load_study(storage, claim.optuna_study_name)
+        trial = optuna_bridge.start_trial(study, slot_id=claim.slot_id, origin=claim.origin)
+        values = sample_space(trial, space)
+        assert lifecycle.start_slot(
+            db,
+            claim.slot_id,
+            claim.claim_token,
+            trial_id=trial._trial_id,
+            trial_number=trial.number,
+            params=values,
+        )
+        frozen = study.tell(trial.number, float(i % 7))
+        assert lifecycle.finish_slot(
+            db, claim.slot_id, recovery.ending_of(frozen), token=claim.claim_token
+        )
+
+
+Page = Callable[[int, int], tuple[list[Any], int]]
+
+
+def page_through(page: Page) -> list[Any]:
+    """Every item, a page at a time (offset paging, as a client does)."""
+    seen: list[Any] = []
+    offset = 0
+    while True:
+        items, _ = page(PAGE, offset)
+        seen.extend(items)
+        if len(items) < PAGE:
+            return seen
+        offset += PAGE
+
+
+def check_paging_while_writing(
+    db: Database, storage: Any, page: Page, *, writes: Callable[[], None]
+) -> None:
+    """Page through again and again while ``writes`` runs in another thread; each pass must
+    list every item that existed before it began, once, in the order of the listing after it."""
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def write() -> None:
+        try:
+            writes()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    passes = overlapped = 0
+    try:
+        while not done.is_set() or passes == 0:
+            before = page_through(page)
+            seen = page_through(page)
+            overlapped += not done.is_set()  # the writer ran all through this pass
+            after = page_through(page)
+            passes += 1
+            assert len(seen) == len(set(seen)), f"an item was listed twice: {seen}"
+            assert set(before) <= set(seen), f"left out: {set(before) - set(seen)}"
+            assert set(seen) <= set(after)
+            assert [item for item in after if item in set(seen)] == seen, "the order changed"
+    finally:
+        writer.join()
+    assert not errors, errors
+    assert overlapped, "no pass ran while trials were being added"
+    assert passes
+
+
+def _trial_key(item: Any) -> tuple[str, int | None, str]:
+    return (item.optimizer, item.number, str(item.started_at))
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [{}, {"optimizer": "momentum"}, {"state": TrialState.COMPLETE}],
+    ids=["all", "optimizer", "state"],
+)
+def test_trials_pages_while_trials_are_added(
+    db: Database, storage: Any, filters: dict[str, Any]
+) -> None:
+    run_trials(db, storage, "first", 7)
+
+    def page(limit: int, offset: int) -> tuple[list[Any], int]:
+        found = reads.list_trials(db, storage, name="first", limit=limit, offset=offset, **filters)
+        # Only numbered trials: one that is waiting for its number is not yet a trial to keep.
+        return [_trial_key(t) for t in found.items if t.number is not None], found.total
+
+    check_paging_while_writing(
+        db, storage, page, writes=lambda: run_trials(db, storage, "first", WRITES)
+    )
+
+
+def test_the_study_list_pages_while_trials_are_added(db: Database, storage: Any) -> None:
+    run_trials(db, storage, "second", 2)
+
+    def page(limit: int, offset: int) -> tuple[list[Any], int]:
+        found = reads.list_studies(db, task="external", limit=limit, offset=offset)
+        return [s.name for s in found.items], found.total
+
+    def writes() -> None:
+        for name in ("first", "third", "fifth"):
+            run_trials(db, storage, name, WRITES // 3)
+
+    check_paging_while_writing(db, storage, page, writes=writes)
+    assert page_through(page) == ["fifth", "fourth", "third", "second", "first"]
+
+
+def test_the_catalogue_pages_its_studies_while_trials_are_added(db: Database, storage: Any) -> None:
+    run_trials(db, storage, "second", 2)
+
+    def page(limit: int, offset: int) -> tuple[list[Any], int]:
+        found = reads.best_for_task(db, task="external", metric="loss", limit=limit, offset=offset)
+        return list(found.studies), len(found.studies)
+
+    def writes() -> None:
+        for name in ("fourth", "first"):
+            run_trials(db, storage, name, WRITES // 2)
+
+    check_paging_while_writing(db, storage, page, writes=writes)
+    assert page_through(page) == ["fifth", "fourth", "third", "second", "first"]
