@@ -72,6 +72,23 @@ def study_create(
     space_file: Annotated[
         Path | None, typer.Option(help="Search-space overrides from a JSON file.")
     ] = None,
+    warm_start: Annotated[
+        str | None,
+        typer.Option(
+            help="What to try first: auto (earlier studies of the task, then the shipped "
+            "portfolio), none, or comma-separated earlier study names.",
+            show_default=False,
+        ),
+    ] = None,
+    confirm_top_k: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Configs per optimizer re-trained on fresh seeds (0: no confirmation)."
+        ),
+    ] = None,
+    confirm_seeds: Annotated[
+        int | None, typer.Option(min=2, help="Fresh seeds per confirmed config.")
+    ] = None,
     file: Annotated[
         Path | None,
         typer.Option("--file", "-f", help="A whole request body as JSON; flags override it."),
@@ -80,7 +97,8 @@ def study_create(
     api_key: ApiKeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Create a study: tune each optimizer on a task, N finished trials each."""
+    """Create a study: tune each optimizer on a task, N finished trials each, then confirm the
+    best configs on fresh seeds for a verdict."""
     body: dict[str, Any] = _read_json(file, "--file") if file else {}
     if space is not None and space_file is not None:
         fail("give the search space with --space or --space-file, not both")
@@ -101,6 +119,17 @@ def study_create(
         "direction": direction,
     }
     body.update({key: value for key, value in flags.items() if value is not None})
+    if warm_start is not None:
+        body["warm_start"] = (
+            warm_start if warm_start in ("auto", "none") else _split_list(warm_start)
+        )
+    if confirm_top_k is not None or confirm_seeds is not None:
+        confirm = dict(body.get("confirm") or {})
+        if confirm_top_k is not None:
+            confirm["top_k"] = confirm_top_k
+        if confirm_seeds is not None:
+            confirm["seeds"] = confirm_seeds
+        body["confirm"] = confirm
     missing = [f"--{key.replace('_', '-')}" for key in REQUIRED_FIELDS if key not in body]
     if missing:
         fail(f"missing {', '.join(missing)} (flags, or fields of the --file request)")

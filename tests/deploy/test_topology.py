@@ -122,7 +122,7 @@ def test_compose_services_run_a_study_together(
     study = f"compose-{secrets.token_hex(3)}"
     request = {
         "name": study, "task": "digits_mlp", "optimizers": ["sgd", "adam"],
-        "n_trials": 2, "epochs": 2, "pruner": "none",
+        "n_trials": 2, "epochs": 2, "pruner": "none", "confirm": {"top_k": 0},
     }  # fmt: skip
     with httpx.Client(base_url=api, timeout=30) as client:
         anonymous = client.post("/api/v1/studies", json=request)

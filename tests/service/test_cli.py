@@ -460,7 +460,7 @@ def test_serve_runs_a_study_to_completion_and_stops_on_sigterm(
     code, _, err = invoke(
         runner, "study", "create", "--name", "rosen", "--task", "rosenbrock",
         "--optimizers", "sgd,adam", "--n-trials", "2", "--epochs", "3", "--sampler", "random",
-        "--url", url,
+        "--confirm-top-k", "0", "--url", url,
     )  # fmt: skip
     assert code == 0, err
     code, out, err = invoke(runner, "study", "watch", "rosen", "--interval", "0.2", "--url", url)

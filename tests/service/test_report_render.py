@@ -395,7 +395,7 @@ def test_a_real_study_s_trials_become_report_points():
 
     study = run_study(
         "rosenbrock", "sgd", n_trials=10, epochs=4, sampler="random", pruner="none",
-        overrides={"lr": {"low": 1e-4, "high": 10.0, "log": True}},
+        overrides={"lr": {"low": 1e-4, "high": 0.1, "log": True}},
     )  # fmt: skip
     points = trial_points(reversed(study.trials))
     assert [p.number for p in points] == sorted(p.number for p in points)
