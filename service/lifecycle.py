@@ -197,7 +197,8 @@ def _claim_in(
         return None  # another claimant took the last slot of this one first
     pair = session.get_one(StudyOptimizerRow, pair_id)
     study = pair.study
-    planned = _pop_planned_config(pair)
+    planned = _pop_planned_config(pair) or {}
+    origin = planned.get("origin", ConfigOrigin.SAMPLER)
     token = new_claim_token()
     slot = TrialSlotRow(
         study_optimizer_id=pair.id,
@@ -205,9 +206,9 @@ def _claim_in(
         claim_token=token,
         state=SlotState.CLAIMED,
         ordinal=ordinal,
-        origin=planned["origin"] if planned else ConfigOrigin.SAMPLER,
-        params=planned["params"] if planned else None,
-        confirm_of=planned.get("confirm_of") if planned else None,
+        origin=origin,
+        params=planned.get("params"),
+        confirm_of=planned.get("confirm_of"),
         lease_seconds=lease_seconds,
         lease_expires_at=db_now(lease_seconds) if lease_seconds else None,
         claimed_at=db_now(),
@@ -237,10 +238,10 @@ def _claim_in(
         pruner=study.pruner,
         seed=study.seed,
         search_space=dict(pair.search_space),
-        params=dict(planned["params"]) if planned else None,
-        origin=planned["origin"] if planned else ConfigOrigin.SAMPLER,
-        confirm_of=planned.get("confirm_of") if planned else None,
-        source=planned.get("source") if planned else None,
+        params=dict(planned["params"]) if "params" in planned else None,
+        origin=origin,
+        confirm_of=planned.get("confirm_of"),
+        source=planned.get("source"),
         lease_expires_at=slot.lease_expires_at,
     )
 

@@ -28,7 +28,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from optim_core.spaces import Categorical, Dimension, Fixed, Float, Int, OneMinus
+from optim_core.spaces import Dimension
+from studies.warm_start import fit_to_space
 
 log = logging.getLogger(__name__)
 
@@ -108,16 +109,10 @@ def load_study(
 
 def fixed_params(space: Mapping[str, Dimension], values: Mapping[str, Any]) -> dict[str, Any]:
     """Optuna's parameters for the user-facing ``values`` of a planned config (``beta1=0.9`` is
-    Optuna's ``one_minus_beta1=0.1``); fixed dimensions are not Optuna parameters."""
-    params: dict[str, Any] = {}
-    for key, dim in space.items():
-        if key not in values or isinstance(dim, Fixed):
-            continue
-        if isinstance(dim, OneMinus):
-            params[dim.optuna_name_prefix + key] = 1.0 - float(values[key])
-        elif isinstance(dim, Float | Int | Categorical):
-            params[key] = values[key]
-    return params
+    Optuna's ``one_minus_beta1=0.1``), fitted to ``space`` as every warm start is
+    (:func:`studies.warm_start.fit_to_space`); empty when nothing of it fits."""
+    fitted = fit_to_space(values, space)
+    return {} if fitted is None else fitted[1]
 
 
 def start_trial(
@@ -174,6 +169,15 @@ def running_trials(storage: optuna.storages.BaseStorage, name: str) -> list[Froz
     except KeyError:
         return []
     return storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+
+
+def all_trials(storage: optuna.storages.BaseStorage, name: str) -> dict[int, FrozenTrial]:
+    """Every trial of the Optuna study ``name`` by trial id (none when it no longer exists)."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return {}
+    return {t._trial_id: t for t in storage.get_all_trials(study_id, deepcopy=False)}
 
 
 def slot_of(trial: FrozenTrial) -> int | None:

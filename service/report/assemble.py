@@ -65,6 +65,7 @@ def study_report(
             "phase": study.phase,
             "epochs": study.epochs,
         }
+        optuna_names = {p.id: p.optuna_study_name for p in pairs}
         progress = [
             (
                 p.id,
@@ -79,13 +80,18 @@ def study_report(
     if verdict is not None:
         chosen = {r.optimizer: r.config.key for r in verdict.results if r.config is not None}
     optimizers = []
+    by_pair: dict[int, list] = {}
+    for slot in slots:
+        by_pair.setdefault(slot.study_optimizer_id, []).append(slot)
     for pair_id, optimizer, search_total, confirm_total, finished in progress:
-        frozen = {}
-        for slot in slots:
-            if slot.study_optimizer_id == pair_id:
-                trial = optuna_bridge.get_trial(storage, slot.trial_id)
-                if trial is not None:
-                    frozen[slot.trial_id] = (slot, trial)
+        # The whole optimizer's trials in one read (a report shows them all), then in the
+        # order their slots finished.
+        trials = optuna_bridge.all_trials(storage, optuna_names[pair_id])
+        frozen = {
+            slot.trial_id: (slot, trials[slot.trial_id])
+            for slot in by_pair.get(pair_id, [])
+            if slot.trial_id in trials
+        }
         search = [t for s, t in frozen.values() if s.origin != ConfigOrigin.CONFIRM]
         curves = [
             seed_curve(t, info["metric"])

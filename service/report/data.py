@@ -10,11 +10,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from service.vocabulary import FINAL_STATUSES as VOCABULARY_FINAL_STATUSES
+from service.vocabulary import StudyPhase
 from studies.importance import ParamImportances
 from studies.verdict import StudyVerdict
 
-PHASES = ("searching", "confirming", "completed")
-FINAL_STATUSES = frozenset({"completed", "stopped", "failed"})
+# The vocabulary is the service's (service.vocabulary): phases in order, and final statuses.
+PHASES = tuple(str(phase) for phase in StudyPhase)
+FINAL_STATUSES = frozenset(str(status) for status in VOCABULARY_FINAL_STATUSES)
 TRIAL_STATES = ("complete", "pruned", "failed", "running", "waiting")
 
 

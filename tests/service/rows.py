@@ -12,6 +12,8 @@ from typing import Any
 import optuna
 import sqlalchemy as sa
 
+from optim_core.registry import OPTIMIZERS
+from optim_core.spaces import sample_space, space_from_json
 from service import optuna_bridge
 from service.database import Database, db_now
 from service.lifecycle import Claim, claim_slot, start_slot
@@ -128,6 +130,30 @@ def start(
             params=values,
         )
     return trial
+
+
+def start_sampled(
+    db: Database, storage: optuna.storages.BaseStorage, slot: Claim
+) -> tuple[optuna.Trial, dict[str, Any]]:
+    """Start the slot's trial as ask/tell does: its whole space sampled, recorded on the slot."""
+    space = space_from_json(slot.search_space, OPTIMIZERS[slot.optimizer].domains)
+    study = optuna_bridge.load_study(storage, slot.optuna_study_name)
+    trial = optuna_bridge.start_trial(study, slot_id=slot.slot_id, origin=slot.origin)
+    values = sample_space(trial, space)
+    assert start_slot(
+        db,
+        slot.slot_id,
+        slot.claim_token,
+        trial_id=trial._trial_id,
+        trial_number=trial.number,
+        params=values,
+    )
+    return trial, values
+
+
+def study_id_of(db: Database, name: str) -> int:
+    with db.read() as session:
+        return session.scalar(sa.select(StudyRow.id).where(StudyRow.name == name))
 
 
 def create_optuna_studies(

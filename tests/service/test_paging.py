@@ -15,17 +15,14 @@ from typing import Any
 
 import optuna
 import pytest
-import sqlalchemy as sa
 
-from optim_core.registry import OPTIMIZERS
-from optim_core.spaces import sample_space, space_from_json
-from service import lifecycle, optuna_bridge, reads, recovery
+from service import lifecycle, reads, recovery
 from service.config import Settings
 from service.database import Database, make_optuna_storage
 from service.study_admin import create_study
 from service.study_requests import StudyRequest
-from service.tables import StudyRow
 from service.vocabulary import TrialState
+from tests.service.rows import start_sampled, study_id_of
 
 PAGE = 3
 WRITES = 24
@@ -58,32 +55,16 @@ def storage(db: Database) -> Iterator[optuna.storages.RDBStorage]:
     storage.engine.dispose()
 
 
-def _study_id(db: Database, name: str) -> int:
-    with db.read() as session:
-        return session.scalar(sa.select(StudyRow.id).where(StudyRow.name == name))
-
-
 def run_trials(db: Database, storage: Any, name: str, count: int) -> None:
     """``count`` trials of study ``name``, as ask then tell run them."""
-    study_id = _study_id(db, name)
+    study_id = study_id_of(db, name)
     for i in range(count):
         claim = lifecycle.claim_slot(
             db, holder="test", study_id=study_id, external=True, lease_seconds=600
         )
         assert claim is not None
-        space = space_from_json(claim.search_space, OPTIMIZERS[claim.optimizer].domains)
-        study = optuna_bridge.load_study(storage, claim.optuna_study_name)
-        trial = optuna_bridge.start_trial(study, slot_id=claim.slot_id, origin=claim.origin)
-        values = sample_space(trial, space)
-        assert lifecycle.start_slot(
-            db,
-            claim.slot_id,
-            claim.claim_token,
-            trial_id=trial._trial_id,
-            trial_number=trial.number,
-            params=values,
-        )
-        frozen = study.tell(trial.number, float(i % 7))
+        trial, _ = start_sampled(db, storage, claim)
+        frozen = trial.study.tell(trial.number, float(i % 7))
         assert lifecycle.finish_slot(
             db, claim.slot_id, recovery.ending_of(frozen), token=claim.claim_token
         )

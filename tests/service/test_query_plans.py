@@ -21,19 +21,17 @@ from typing import Any
 
 import optuna
 import pytest
-import sqlalchemy as sa
 from sqlalchemy import event
 
 from optim_core.registry import OPTIMIZERS
-from optim_core.spaces import sample_space, space_from_json
 from service import lifecycle, optuna_bridge, reads, recovery
 from service.config import Settings
 from service.database import Database, make_optuna_storage
 from service.lifecycle import Ending
 from service.study_admin import create_study
 from service.study_requests import StudyRequest
-from service.tables import StudyRow
 from service.vocabulary import SlotOutcome, TrialState
+from tests.service.rows import start_sampled, study_id_of
 
 SLOTS = "hpt_trial_slots"
 
@@ -139,13 +137,13 @@ def history(db: Database) -> Iterator[optuna.storages.RDBStorage]:
                 direction="minimize",
             ),
         )
-        study_id = _study_id(db, name)
+        study_id = study_id_of(db, name)
         for i in range(6):
             claim = lifecycle.claim_slot(
                 db, holder="test", study_id=study_id, external=True, lease_seconds=600
             )
             assert claim is not None
-            trial, _ = _start(db, storage, claim)
+            trial, _ = start_sampled(db, storage, claim)
             if i >= 4:
                 continue  # left running
             study = optuna_bridge.load_study(storage, claim.optuna_study_name)
@@ -158,29 +156,6 @@ def history(db: Database) -> Iterator[optuna.storages.RDBStorage]:
             )
     yield storage
     storage.engine.dispose()
-
-
-def _study_id(db: Database, name: str) -> int:
-    with db.read() as session:
-        return session.scalar(sa.select(StudyRow.id).where(StudyRow.name == name))
-
-
-def _start(
-    db: Database, storage: optuna.storages.BaseStorage, claim: lifecycle.Claim
-) -> tuple[optuna.Trial, dict[str, Any]]:
-    space = space_from_json(claim.search_space, OPTIMIZERS[claim.optimizer].domains)
-    study = optuna_bridge.load_study(storage, claim.optuna_study_name)
-    trial = optuna_bridge.start_trial(study, slot_id=claim.slot_id, origin=claim.origin)
-    values = sample_space(trial, space)
-    assert lifecycle.start_slot(
-        db,
-        claim.slot_id,
-        claim.claim_token,
-        trial_id=trial._trial_id,
-        trial_number=trial.number,
-        params=values,
-    )
-    return trial, values
 
 
 # --------------------------------------------------------------------------- the paths
@@ -228,9 +203,9 @@ def _stale_slot_scan(db: Database, storage: Any) -> None:
 
 def _finish(db: Database, storage: Any) -> None:
     claim = lifecycle.claim_slot(
-        db, holder="test", study_id=_study_id(db, "newer"), external=True, lease_seconds=600
+        db, holder="test", study_id=study_id_of(db, "newer"), external=True, lease_seconds=600
     )
-    _, values = _start(db, storage, claim)
+    _, values = start_sampled(db, storage, claim)
     assert lifecycle.finish_slot(
         db,
         claim.slot_id,
