@@ -2,13 +2,15 @@
 100,000 stored trials, on SQLite and PostgreSQL.
 
 For each backend, one database grows step by step to each size. It is filled through the
-product's own write path, in-process and without HTTP, exactly as ask/tell does it: a slot claimed
-(:func:`service.lifecycle.claim_slot`), its Optuna trial started
-(:func:`service.optuna_bridge.start_trial`) and sampled, the slot started, Optuna told, the slot
-finished (:func:`service.lifecycle.finish_slot`, which keeps the counters and the best). The
-trials are those of external studies, as users would have them: one big study (8 optimizers, up
-to 7,200 trials, so that it still takes asks) and studies of 4 optimizers x 1,000 trials.
-Several processes fill several studies at once.
+product's own bulk write path, in-process and without HTTP: the trial import of external studies
+(:func:`service.trial_import.import_trials`, what ``POST .../trials/import`` runs), which takes a
+slot per trial (:func:`service.lifecycle.claim_slot`), adds the finished Optuna trial (guarded by
+its slot) and starts and finishes the slot (:func:`service.lifecycle.finish_slot`, which keeps
+the counters and the best), exactly the rows ask/tell leaves behind. Each trial has random
+hyperparameters inside its space, a value that depends on them, and five per-epoch values; one in
+ten is pruned. The trials are those of external studies, as users would have them: one big study
+(8 optimizers, up to 7,200 trials, so that it still takes asks) and studies of 4 optimizers x
+1,000 trials. Several processes fill several studies at once.
 
 At each size a real API server (uvicorn) on that database answers every read endpoint
 (``--requests`` times each; median and p95), then ``--requests`` ask, report and tell cycles on
@@ -50,14 +52,16 @@ import sqlalchemy as sa
 from optim_core.registry import OPTIMIZERS
 from optim_core.spaces import sample_space, space_from_json
 from service import optuna_bridge
+from service.ask_tell import AskTell
 from service.config import Settings
 from service.database import Database, make_optuna_storage
-from service.lifecycle import Claim, claim_slot, finish_slot, start_slot
-from service.recovery import ending_of
 from service.schema import upgrade_database
+from service.schemas import MAX_IMPORTED_TRIALS
+from service.slot_guard import SlotGuard
 from service.study_admin import create_study
 from service.study_requests import StudyRequest
-from service.tables import StudyRow
+from service.tables import StudyOptimizerRow, StudyRow
+from service.trial_import import TrialToImport, import_trials
 from studies.samplers import make_sampler
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,10 +76,9 @@ PER_OPTIMIZER = 1000  # HPT_MAX_TRIALS' default
 # The big study keeps this many free slots per optimizer for the ask/tell measurements.
 BIG_HEADROOM = 100
 BIG_CAPACITY = len(ALL_OPTIMIZERS) * (PER_OPTIMIZER - BIG_HEADROOM)
-LEASE_SECONDS = 600.0
 SAMPLERS = ("random", "tpe", "qmc")
-# Trials one fill process runs in one go.
-FILL_CHUNK = 500
+# Trials one fill process imports in one go.
+FILL_CHUNK = 2000
 
 
 # --------------------------------------------------------------------------- databases
@@ -206,62 +209,48 @@ class Filler:
 
 
 def fill_study(url: str, name: str, count: int) -> None:
-    """Run ``count`` trials of study ``name`` through ask/tell's write path (one process)."""
+    """Import ``count`` trials into study ``name`` (one process), a request's worth at a time."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     db = Database.connect(url)
     storage = make_optuna_storage(url)
+    at = AskTell(db, storage, SlotGuard.install(storage.engine))
     try:
         with db.read() as session:
             study_id = session.scalar(sa.select(StudyRow.id).where(StudyRow.name == name))
-        studies: dict[str, optuna.Study] = {}
-        for i in range(count):
-            claim = claim_slot(
-                db,
-                holder="bench-fill",
-                study_id=study_id,
-                external=True,
-                lease_seconds=LEASE_SECONDS,
-            )
-            if claim is None:
-                raise RuntimeError(f"study {name} took no more trials after {i}")
-            study = studies.get(claim.optimizer)
-            if study is None:
-                study = studies[claim.optimizer] = optuna_bridge.load_study(
-                    storage, claim.optuna_study_name
+            free = {
+                pair.optimizer: (pair.n_trials - pair.claimed, dict(pair.search_space))
+                for pair in session.scalars(
+                    sa.select(StudyOptimizerRow).where(StudyOptimizerRow.study_id == study_id)
                 )
-            run_trial(db, study, claim)
+            }
+        draw = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=count + study_id))
+        left = count
+        while left:
+            batch = []
+            for _ in range(min(left, MAX_IMPORTED_TRIALS)):
+                optimizer = max(free, key=lambda o: free[o][0])  # the emptiest, as claims go
+                room, raw_space = free[optimizer]
+                free[optimizer] = (room - 1, raw_space)
+                batch.append(random_trial(draw, optimizer, raw_space))
+            import_trials(at, name, batch)
+            left -= len(batch)
     finally:
         storage.engine.dispose()
         db.dispose()
 
 
-def run_trial(db: Database, study: optuna.Study, claim: Claim) -> None:
-    """One trial as ask then tell make it: trial started and sampled, slot started, Optuna
-    told, slot finished."""
-    spec = OPTIMIZERS[claim.optimizer]
-    space = space_from_json(claim.search_space, spec.domains)
-    trial = optuna_bridge.start_trial(
-        study,
-        slot_id=claim.slot_id,
-        origin=claim.origin,
-        attrs={"optimizer": claim.optimizer, "worker": "bench-fill"},
-    )
+def random_trial(draw: optuna.Study, optimizer: str, raw_space: dict) -> TrialToImport:
+    """A finished trial with random hyperparameters inside the space: a value that depends on
+    them and five per-epoch values, as a training run reports; one in ten pruned."""
+    space = space_from_json(raw_space, OPTIMIZERS[optimizer].domains)
+    trial = draw.ask()
     values = sample_space(trial, space)
-    trial.set_user_attr("hyperparameters", values)
-    if not start_slot(
-        db,
-        claim.slot_id,
-        claim.claim_token,
-        trial_id=trial._trial_id,
-        trial_number=trial.number,
-        params=values,
-    ):
-        raise RuntimeError(f"slot {claim.slot_id} was taken back")
-    # A value that depends on the params, as a training run's would.
-    value = sum(abs(float(v)) for v in trial.params.values()) + 0.01 * (claim.ordinal % 97)
-    frozen = study.tell(trial, value)
-    if not finish_slot(db, claim.slot_id, ending_of(frozen), token=claim.claim_token):
-        raise RuntimeError(f"slot {claim.slot_id} had ended")
+    draw.tell(trial, state=optuna.trial.TrialState.FAIL)  # in memory, only to draw
+    value = sum(abs(float(v)) for v in trial.params.values()) + 0.01 * (trial.number % 97)
+    curve = {epoch: value * (1 + 1 / epoch) for epoch in range(1, 6)}
+    if trial.number % 10 == 9:
+        return TrialToImport(optimizer, values, state="pruned", intermediate_values=curve)
+    return TrialToImport(optimizer, values, value=value, intermediate_values=curve)
 
 
 # --------------------------------------------------------------------------- the API
@@ -426,8 +415,6 @@ def measure_samplers(
 
 
 def _pairs(db: Database) -> list:
-    from service.tables import StudyOptimizerRow
-
     with db.read() as session:
         return list(session.scalars(sa.select(StudyOptimizerRow)))
 

@@ -106,7 +106,7 @@ class _Slot:
     taken_over: bool
 
 
-def _external_study(at: AskTell, name: str) -> _Study:
+def external_study(at: AskTell, name: str) -> _Study:
     with at.db.read() as session:
         study = session.scalar(sa.select(StudyRow).where(StudyRow.name == name))
         if study is None or study.status == StudyStatus.DELETING:
@@ -127,7 +127,7 @@ def ask_trial(at: AskTell, name: str, *, lease_seconds: float) -> AskOut:
         Conflict: not an external study, the study takes no more trials, or every slot is held
             by a running trial.
     """
-    study = _external_study(at, name)
+    study = external_study(at, name)
     claim = claim_slot(
         at.db, holder=ASK_TELL_HOLDER, study_id=study.id, external=True, lease_seconds=lease_seconds
     )
@@ -149,7 +149,7 @@ def ask_trial(at: AskTell, name: str, *, lease_seconds: float) -> AskOut:
 
 
 def _no_free_slot(at: AskTell, name: str) -> str:
-    study = _external_study(at, name)
+    study = external_study(at, name)
     if study.status not in ACCEPTING_TRIALS:
         return f"study {name!r} is {study.status}; it takes no new trials"
     return (
@@ -208,7 +208,7 @@ def _start_trial(at: AskTell, claim: Claim, lease_seconds: float) -> AskOut:
 
 
 def _find_slot(at: AskTell, name: str, optimizer: str, number: int) -> tuple[_Study, _Slot]:
-    study = _external_study(at, name)
+    study = external_study(at, name)
     label = f"trial {optimizer}/{number} of study {name!r}"
     with at.db.read() as session:
         pair = session.execute(
@@ -297,7 +297,7 @@ def report_value(
     expires = renew_lease(at.db, slot.id, lease, slot.lease_seconds)
     if expires is None:
         raise Conflict(f"the lease of trial {optimizer}/{number} ran out meanwhile; ask again")
-    study = _external_study(at, name)
+    study = external_study(at, name)
     try:
         with at.guard.holding(slot.id, lease):
             optuna_study = optuna_bridge.load_study(
@@ -383,6 +383,7 @@ def tell_outcome(
                 SlotOutcome.FAILED,
                 params=optuna_bridge.hyperparameters(frozen),
                 reason="the client told the trial failed",
+                record=optuna_bridge.trial_record(frozen),
             ),
             token=lease,
             max_failed_trials=at.max_failed_trials,

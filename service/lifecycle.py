@@ -130,6 +130,8 @@ def claim_slot(
     study_id: int | None = None,
     external: bool = False,
     lease_seconds: float | None = None,
+    optimizer: str | None = None,
+    bringing: ConfigOrigin | None = None,
 ) -> Claim | None:
     """Take one free slot, or return ``None`` when there is none.
 
@@ -143,6 +145,9 @@ def claim_slot(
         study_id: Only this study (ask/tell); ``None`` for any.
         external: Take slots of ``external`` (ask/tell) studies instead of trainable ones.
         lease_seconds: For ask/tell: how long the lease lasts (on the database's clock).
+        optimizer: Only a slot of this optimizer (with ``study_id``).
+        bringing: The claimant brings the trial's config itself, from this origin (an
+            import): the slot takes none of the study's planned configs.
     """
     task_filter = StudyRow.task == EXTERNAL_TASK if external else StudyRow.task != EXTERNAL_TASK
     accepting = [str(s) for s in ACCEPTING_TRIALS]
@@ -165,15 +170,24 @@ def claim_slot(
         )
         if study_id is not None:
             query = query.where(StudyRow.id == study_id)
+        if optimizer is not None:
+            query = query.where(StudyOptimizerRow.optimizer == optimizer)
         for candidate in session.scalars(query).all():
-            claim = _claim_in(session, candidate, holder=holder, lease_seconds=lease_seconds)
+            claim = _claim_in(
+                session, candidate, holder=holder, lease_seconds=lease_seconds, bringing=bringing
+            )
             if claim is not None:
                 return claim
     return None
 
 
 def _claim_in(
-    session: Session, pair_id: int, *, holder: str, lease_seconds: float | None
+    session: Session,
+    pair_id: int,
+    *,
+    holder: str,
+    lease_seconds: float | None,
+    bringing: ConfigOrigin | None = None,
 ) -> Claim | None:
     accepting = sa.select(StudyRow.id).where(
         StudyRow.status.in_([str(s) for s in ACCEPTING_TRIALS])
@@ -197,7 +211,7 @@ def _claim_in(
         return None  # another claimant took the last slot of this one first
     pair = session.get_one(StudyOptimizerRow, pair_id)
     study = pair.study
-    planned = _pop_planned_config(pair) or {}
+    planned = (_pop_planned_config(pair) or {}) if bringing is None else {"origin": bringing}
     origin = planned.get("origin", ConfigOrigin.SAMPLER)
     token = new_claim_token()
     slot = TrialSlotRow(
@@ -393,6 +407,8 @@ class Ending:
     test_metrics: Mapping[str, Any] | None = None
     params: Mapping[str, Any] | None = None
     reason: str | None = None
+    # The ended trial's figures for the trials API (optuna_bridge.trial_record).
+    record: Mapping[str, Any] | None = None
 
 
 def finish_slot(db: Database, slot_id: int, ending: Ending, *, token: str | None = None) -> bool:
@@ -526,6 +542,7 @@ def fill_in_finished(db: Database, slot_id: int, ending: Ending) -> bool:
                 test_metrics=dict(ending.test_metrics or {}),
                 params=dict(ending.params or {}),
                 reason=ending.reason,
+                record=dict(ending.record) if ending.record is not None else None,
                 started_at=TrialSlotRow.claimed_at,
             )
             .returning(TrialSlotRow.study_optimizer_id)
@@ -632,6 +649,8 @@ def _end(
         values["test_metrics"] = dict(ending.test_metrics)
     if ending.params is not None:
         values["params"] = dict(ending.params)
+    if ending.record is not None:
+        values["record"] = dict(ending.record)
     row = session.execute(
         sa.update(TrialSlotRow)
         .where(*conditions)

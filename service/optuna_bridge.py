@@ -12,15 +12,18 @@ process wrote them, so they are never compared with anything here. The service's
 when a trial started and ended is its slot's (on the database's clock).
 
 Where Optuna offers no public way, this module says so: :func:`start_trial` creates a trial
-through the study's own storage, and there is no query for "this page of trials", so pages are
-made of our slot rows, then each trial on the page is read with ``storage.get_trial`` (a handful
-of indexed reads, whatever the study's size).
+through the study's own storage. There is no query for "this page of trials" either: a finished
+trial's figures are copied onto its slot when the slot ends (:func:`trial_record`), so a page of
+trials is one read of slot rows; only a trial still running (or one that ended under an earlier
+release) is read with ``storage.get_trial`` (a handful of indexed reads, whatever the study's
+size).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -147,6 +150,17 @@ def start_trial(
     return optuna.Trial(study, trial_id)
 
 
+def add_finished_trial(
+    storage: optuna.storages.BaseStorage, optuna_study: str, trial: FrozenTrial
+) -> FrozenTrial:
+    """Add a finished trial (made by ``optuna.trial.create_trial``, which checks it) to an
+    Optuna study in one write, as ``Study.add_trial`` does; returns it as stored (its id and
+    number given)."""
+    study_id = storage.get_study_id_from_name(optuna_study)
+    trial_id = storage.create_new_trial(study_id, template_trial=trial)
+    return storage.get_trial(trial_id)
+
+
 def get_trial(storage: optuna.storages.BaseStorage, trial_id: int) -> FrozenTrial | None:
     """The trial, or ``None`` when it no longer exists (its study was deleted)."""
     try:
@@ -190,3 +204,35 @@ def hyperparameters(trial: FrozenTrial) -> dict[str, Any]:
     """The user-facing values of a trial (``beta1``, not Optuna's ``one_minus_beta1``)."""
     values = trial.user_attrs.get("hyperparameters")
     return dict(values) if isinstance(values, Mapping) else dict(trial.params)
+
+
+# The user attributes of a trial that its record keeps (what the trials API shows of it).
+RECORDED_ATTRS = ("epochs_run", "pruned_reason", "error", "worker", "curves")
+
+
+def trial_record(trial: FrozenTrial) -> dict[str, Any]:
+    """What the trials API shows of an ended trial beyond its slot's own columns: its recorded
+    user attributes and its intermediate values (as ``[step, value]`` pairs: JSON keys would
+    turn the steps into strings). Kept on the slot when it ends, so that a page of trials never
+    reads Optuna for a finished one."""
+    record: dict[str, Any] = {
+        name: _finite(trial.user_attrs[name]) for name in RECORDED_ATTRS if name in trial.user_attrs
+    }
+    # A non-finite value has no JSON form (PostgreSQL's json type refuses NaN): not recorded.
+    record["intermediate_values"] = [
+        [step, value]
+        for step, value in sorted(trial.intermediate_values.items())
+        if math.isfinite(value)
+    ]
+    return record
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float inside it made ``None`` (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value

@@ -176,19 +176,24 @@ def _held_counts(session: Session, pair_ids: Sequence[int]) -> dict[tuple[int, s
 
 
 def _recent_durations(session: Session, pair_ids: Sequence[int]) -> list[float]:
-    rows = session.execute(
-        sa.select(TrialSlotRow.started_at, TrialSlotRow.ended_at)
-        .where(
-            TrialSlotRow.study_optimizer_id.in_(pair_ids),
-            TrialSlotRow.state == SlotState.FINISHED,
-            TrialSlotRow.started_at.is_not(None),
-        )
-        # "+ 0": found by the study's pairs, then sorted (see list_trials); never a walk of
-        # every study's finished slots, newest first, until this study's turn up.
-        .order_by((TrialSlotRow.id + 0).desc())
-        .limit(ETA_WINDOW)
-    ).all()
-    return [(end - start).total_seconds() for start, end in rows if end is not None]
+    """How long the study's ``ETA_WINDOW`` most recently ended trials took: each optimizer's
+    latest (a backwards walk of its index by trial number, however many it has), then the
+    latest of those."""
+    ended: list[tuple[datetime, datetime]] = []
+    for pair_id in pair_ids:
+        ended += session.execute(
+            sa.select(TrialSlotRow.started_at, TrialSlotRow.ended_at)
+            .where(
+                TrialSlotRow.study_optimizer_id == pair_id,
+                TrialSlotRow.state == SlotState.FINISHED,
+                TrialSlotRow.started_at.is_not(None),
+                TrialSlotRow.ended_at.is_not(None),
+            )
+            .order_by(TrialSlotRow.trial_number.desc())
+            .limit(ETA_WINDOW)
+        ).all()
+    ended.sort(key=lambda row: row[1], reverse=True)
+    return [(end - start).total_seconds() for start, end in ended[:ETA_WINDOW]]
 
 
 def _live_workers(session: Session, heartbeat_interval: int) -> int:
@@ -552,9 +557,10 @@ def list_trials(
         total = session.scalar(
             sa.select(sa.func.count()).select_from(TrialSlotRow).where(*conditions)
         )
-        slots = session.execute(
-            sa.select(TrialSlotRow, StudyOptimizerRow.optimizer)
-            .join(StudyOptimizerRow)
+        # The page's ids first, then their rows: the sort handles the ids of the study's
+        # matching slots (read from an index), never their rows with their records.
+        page = (
+            sa.select(TrialSlotRow.id)
             .where(*conditions)
             # In the order the slots were claimed: a trial added meanwhile comes after every
             # trial listed so far, so offset pages neither repeat nor skip one. "+ 0": the
@@ -563,6 +569,13 @@ def list_trials(
             .order_by(TrialSlotRow.id + 0)
             .limit(limit)
             .offset(offset)
+        )
+        ids = list(session.scalars(page))
+        slots = session.execute(
+            sa.select(TrialSlotRow, StudyOptimizerRow.optimizer)
+            .join(StudyOptimizerRow)
+            .where(TrialSlotRow.id.in_(ids))
+            .order_by(TrialSlotRow.id)
         ).all()
     items = [_trial_out(storage, slot, pair_optimizer) for slot, pair_optimizer in slots]
     if any(item is None for item in items):
@@ -575,10 +588,20 @@ def list_trials(
 def _trial_out(
     storage: optuna.storages.BaseStorage, slot: TrialSlotRow, optimizer: str
 ) -> TrialOut | None:
-    frozen = None if slot.trial_id is None else optuna_bridge.get_trial(storage, slot.trial_id)
-    if slot.trial_id is not None and frozen is None:
-        return None
-    attrs = frozen.user_attrs if frozen is not None else {}
+    """A trial as the API shows it: from its slot alone once it has ended (its record), else
+    with what Optuna holds of it so far. ``None``: its Optuna trial is gone (study deleted)."""
+    frozen = None
+    if slot.record is not None:
+        attrs = dict(slot.record)
+        intermediate = {int(step): value for step, value in attrs.pop("intermediate_values", [])}
+    elif slot.trial_id is not None:
+        frozen = optuna_bridge.get_trial(storage, slot.trial_id)
+        if frozen is None:
+            return None
+        attrs = frozen.user_attrs
+        intermediate = dict(frozen.intermediate_values)
+    else:
+        attrs, intermediate = {}, {}
     state = trial_state(slot)
     started, ended = slot.started_at, slot.ended_at
     params = dict(slot.params or {}) or (
@@ -600,7 +623,7 @@ def _trial_out(
         started_at=as_utc(started),
         completed_at=as_utc(ended),
         duration_seconds=(ended - started).total_seconds() if started and ended else None,
-        intermediate_values=dict(frozen.intermediate_values) if frozen is not None else {},
+        intermediate_values=intermediate,
         curves=attrs.get("curves"),
     )
 

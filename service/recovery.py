@@ -164,12 +164,14 @@ def ending_of(trial: FrozenTrial) -> Ending:
             test_value=test_value if isinstance(test_value, int | float) else None,
             test_metrics=test_metrics if isinstance(test_metrics, dict) else None,
             params=optuna_bridge.hyperparameters(trial),
+            record=optuna_bridge.trial_record(trial),
         )
     if trial.state == TrialState.PRUNED:
         return Ending(
             SlotOutcome.PRUNED,
             params=optuna_bridge.hyperparameters(trial),
             reason=attrs.get("pruned_reason"),
+            record=optuna_bridge.trial_record(trial),
         )
     raise ValueError(f"trial {trial.number} is {trial.state.name}, not finished")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 from service.vocabulary import Direction, StudyPhase, StudyStatus, TrialState
 from studies.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER
@@ -165,6 +165,50 @@ class TellRequest(_Request):
     @property
     def outcome(self) -> str:
         return self.state or "complete"
+
+
+# Trials per import request (service.trial_import.MAX_IMPORTED_TRIALS says why).
+MAX_IMPORTED_TRIALS = 1000
+# Per imported trial: hyperparameters and steps with a value.
+MAX_IMPORTED_PARAMS = 64
+MAX_IMPORTED_STEPS = 10_000
+ParamValue = StrictBool | StrictInt | FiniteFloat | Annotated[str, Field(max_length=64)]
+Step = Annotated[int, Field(ge=0, le=INT32_MAX)]
+
+
+class TrialImportIn(_Request):
+    """One finished trial trained elsewhere."""
+
+    optimizer: str = Field(max_length=32, description="One of the study's optimizers.")
+    params: dict[Annotated[str, Field(max_length=64)], ParamValue] = Field(
+        max_length=MAX_IMPORTED_PARAMS,
+        description="Its hyperparameters, as ask returns them; inside the study's space.",
+    )
+    state: Literal["complete", "pruned"] = Field(
+        "complete", description="'complete' with a value, or 'pruned' without one."
+    )
+    value: FiniteFloat | None = Field(None, description="The final metric of a complete trial.")
+    intermediate_values: dict[Step, FiniteFloat] = Field(
+        default_factory=dict,
+        max_length=MAX_IMPORTED_STEPS,
+        description="The metric per step (epoch), as report would have sent it.",
+    )
+
+
+class ImportRequest(_Request):
+    """Finished trials to bring into an external study, imported in order."""
+
+    trials: list[TrialImportIn] = Field(min_length=1, max_length=MAX_IMPORTED_TRIALS)
+
+
+class ImportedTrialOut(BaseModel):
+    optimizer: str
+    number: int = Field(description="Its trial number, as ask would have given it.")
+
+
+class ImportOut(BaseModel):
+    study: str
+    imported: list[ImportedTrialOut]
 
 
 class RenewRequest(_Request):

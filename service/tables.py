@@ -142,6 +142,9 @@ class TrialSlotRow(Base):
     test_value: Mapped[float | None] = mapped_column(sa.Float)
     test_metrics: Mapped[dict[str, Any] | None]
     reason: Mapped[str | None] = mapped_column(sa.Text)
+    # An ended trial's figures for the trials API, copied from Optuna when the slot ends
+    # (optuna_bridge.trial_record): a page of trials never reads Optuna for a finished one.
+    record: Mapped[dict[str, Any] | None]
     lease_seconds: Mapped[float | None] = mapped_column(sa.Float)
     lease_expires_at: Mapped[datetime | None]
     claimed_at: Mapped[datetime] = mapped_column(default=db_now())

@@ -104,6 +104,7 @@ class ConfigOrigin(StrEnum):
     SAMPLER = "sampler"  # the study's sampler
     RETRY = "retry"  # the config of an ask/tell trial whose lease ran out, offered again
     CONFIRM = "confirm"  # a top config re-trained on a fresh seed
+    IMPORT = "import"  # a trial the client trained elsewhere and brought in whole
 
 
 EXTERNAL_TASK = "external"

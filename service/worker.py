@@ -307,7 +307,10 @@ class Worker:
                 SlotOutcome.LOST, params=optuna_bridge.hyperparameters(frozen), reason=reason
             )
         return Ending(
-            SlotOutcome.FAILED, params=optuna_bridge.hyperparameters(frozen), reason=reason
+            SlotOutcome.FAILED,
+            params=optuna_bridge.hyperparameters(frozen),
+            reason=reason,
+            record=optuna_bridge.trial_record(frozen),
         )
 
     def _trial_attrs(self, claim: Claim) -> dict[str, object]:

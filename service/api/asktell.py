@@ -13,6 +13,9 @@ from service.schemas import (
     INT32_MAX,
     AskOut,
     AskRequest,
+    ImportedTrialOut,
+    ImportOut,
+    ImportRequest,
     RenewOut,
     RenewRequest,
     ReportOut,
@@ -20,6 +23,7 @@ from service.schemas import (
     TellOut,
     TellRequest,
 )
+from service.trial_import import TrialToImport, import_trials
 
 router = APIRouter(
     prefix="/api/v1/studies/{name}/trials", tags=["ask/tell"], dependencies=[RequireApiKey]
@@ -84,4 +88,37 @@ def tell(
     A retried identical tell answers as the first; a different one is a 409."""
     return tell_outcome(
         at, name, optimizer, number, state=body.outcome, value=body.value, lease=body.lease
+    )
+
+
+@router.post(
+    "/import",
+    response_model=ImportOut,
+    summary="Import trials trained elsewhere",
+    responses=_ERRORS,
+)
+def import_(name: str, body: ImportRequest, at: AskTellDep) -> ImportOut:
+    """Bring finished trials (trained before the study existed, or by another tool) into an
+    external study, in order: each takes a trial slot and counts like a told trial (origin
+    ``import``), so the study's best, the catalogue and later warm starts see it. Everything is
+    checked before anything is written: hyperparameters must lie inside the study's search
+    space exactly (422 otherwise), and the study needs a free slot per trial (409). Each trial is
+    imported whole or not at all; a request that fails part way says how many were imported."""
+    imported = import_trials(
+        at,
+        name,
+        [
+            TrialToImport(
+                optimizer=trial.optimizer,
+                params=trial.params,
+                state=trial.state,
+                value=trial.value,
+                intermediate_values=trial.intermediate_values,
+            )
+            for trial in body.trials
+        ],
+    )
+    return ImportOut(
+        study=name,
+        imported=[ImportedTrialOut(optimizer=t.optimizer, number=t.number) for t in imported],
     )

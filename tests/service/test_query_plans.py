@@ -112,6 +112,8 @@ def index_conditions(db: Database, statement: Statement) -> str:
 
 # --------------------------------------------------------------------------- a small history
 
+HISTORY_OPTIMIZERS = ["sgd", "adam"]
+
 
 @pytest.fixture
 def history(db: Database) -> Iterator[optuna.storages.RDBStorage]:
@@ -128,7 +130,7 @@ def history(db: Database) -> Iterator[optuna.storages.RDBStorage]:
             request=StudyRequest(
                 name=name,
                 task="external",
-                optimizers=["sgd", "adam"],
+                optimizers=HISTORY_OPTIMIZERS,
                 n_trials=20,
                 sampler="random",
                 pruner="none",
@@ -144,6 +146,8 @@ def history(db: Database) -> Iterator[optuna.storages.RDBStorage]:
             )
             assert claim is not None
             trial, _ = start_sampled(db, storage, claim)
+            trial.report(1.0 + i, step=1)  # a curve, as a training run reports it
+            trial.set_user_attr("epochs_run", 1)
             if i >= 4:
                 continue  # left running
             study = optuna_bridge.load_study(storage, claim.optuna_study_name)
@@ -250,17 +254,22 @@ def test_pages_and_best_lookups_search_by_their_key(db: Database, history: Any) 
         with captured(db) as statements:
             PATHS[path](db, history)
         pages = [s for s in statements if reads_slots(s)]
-        assert len(pages) == 2, path  # the count and the page
-        for statement in pages:
+        # The count and the page's ids, found by the study's pairs; then the page's rows, by id.
+        assert len(pages) == 3, path
+        for statement in pages[:2]:
             conditions = index_conditions(db, statement)
             assert PAGE_KEY in conditions, (path, conditions)
-    # The study detail's recent durations (its ETA): the study's own finished slots.
+        rows = index_conditions(db, pages[2])
+        assert "PRIMARY KEY" in rows or "_pkey" in rows, (path, rows)
+    # The study detail's recent durations (its ETA): each optimizer's latest finished slots,
+    # a walk of that optimizer's own index entries.
     with captured(db) as statements:
         _study_detail(db, history)
     recent = [s for s in statements if reads_slots(s) and "ORDER BY" in s.sql]
-    assert len(recent) == 1
-    conditions = index_conditions(db, recent[0])
-    assert PAGE_KEY in conditions, ("study detail", conditions)
+    assert len(recent) == len(HISTORY_OPTIMIZERS)
+    for statement in recent:
+        conditions = index_conditions(db, statement)
+        assert PAGE_KEY in conditions, ("study detail", conditions)
     # The catalogue: one lookup per optimizer, each an index search of the optimizer rows by
     # the optimizer's name (not a walk of every study's best values).
     with captured(db) as statements:
@@ -326,3 +335,39 @@ def _table_of(difference: Any) -> str:
         return difference[2]
     table = getattr(subject, "table", subject)
     return getattr(table, "name", "")
+
+
+def test_a_page_of_ended_trials_reads_nothing_of_optuna(db: Database, history: Any) -> None:
+    """Ended trials are shown from their slots' records, exactly as Optuna holds them; only a
+    trial still running is read from Optuna."""
+    storage = history
+    optuna_reads: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        optuna_reads.append(statement)
+
+    event.listen(storage.engine, "before_cursor_execute", record)
+    try:
+        ended = [
+            *reads.list_trials(
+                db, storage, name="older", state=TrialState.COMPLETE, limit=50, offset=0
+            ).items,
+            *reads.list_trials(
+                db, storage, name="older", state=TrialState.PRUNED, limit=50, offset=0
+            ).items,
+        ]
+        assert not optuna_reads, optuna_reads
+        running = reads.list_trials(
+            db, storage, name="older", state=TrialState.RUNNING, limit=50, offset=0
+        ).items
+        assert optuna_reads  # a running trial's progress is Optuna's
+    finally:
+        event.remove(storage.engine, "before_cursor_execute", record)
+    assert len(ended) == 4 and len(running) == 2
+    for item in ended + running:
+        study = optuna_bridge.load_study(
+            storage, optuna_bridge.optuna_study_name("older", item.optimizer)
+        )
+        frozen = study.trials[item.number]
+        assert item.intermediate_values == frozen.intermediate_values
+        assert item.epochs_run == frozen.user_attrs.get("epochs_run") == 1

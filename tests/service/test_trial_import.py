@@ -1,0 +1,121 @@
+"""Importing trials trained elsewhere into an external study: they count like told trials (slots,
+best, Optuna, the trials list with origin ``import``), and a bad request writes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import optuna
+import pytest
+from fastapi.testclient import TestClient
+
+from service.database import make_optuna_storage
+from tests.service.test_api_asktell import STUDY, ask, create_external, make_client, post
+
+IMPORT = f"{STUDY}/trials/import"
+ADAM = {"lr": 0.003, "beta1": 0.9, "beta2": 0.999, "batch_size": 64}
+
+
+@pytest.fixture
+def client(database_url: str) -> Iterator[TestClient]:
+    with make_client(database_url) as client:
+        yield client
+
+
+def trial(**changes: Any) -> dict[str, Any]:
+    return {"optimizer": "adam", "params": dict(ADAM), "value": 0.5, **changes}
+
+
+def test_imported_trials_count_like_told_ones(client: TestClient, database_url: str) -> None:
+    create_external(client, n_trials=4)
+    response = client.post(
+        IMPORT,
+        json={
+            "trials": [
+                trial(value=0.4, intermediate_values={"1": 0.9, "2": 0.4}),
+                trial(
+                    params={**ADAM, "lr": 0.1},
+                    state="pruned",
+                    value=None,
+                    intermediate_values={"1": 2.5},
+                ),
+                trial(params={**ADAM, "batch_size": 128}, value=0.3),
+            ]
+        },
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "study": "ext",
+        "imported": [{"optimizer": "adam", "number": n} for n in (0, 1, 2)],
+    }
+    study = client.get(STUDY).json()
+    adam = study["optimizers"][0]
+    assert (adam["finished"], adam["complete"], adam["pruned"], adam["running"]) == (3, 2, 1, 0)
+    assert study["best"]["value"] == 0.3
+    assert study["best"]["params"] == {**ADAM, "batch_size": 128}
+    items = client.get(f"{STUDY}/trials").json()["items"]
+    assert [(t["number"], t["state"], t["origin"]) for t in items] == [
+        (0, "complete", "import"),
+        (1, "pruned", "import"),
+        (2, "complete", "import"),
+    ]
+    assert items[0]["intermediate_values"] == {"1": 0.9, "2": 0.4}
+    assert items[0]["params"] == ADAM and items[1]["params"]["lr"] == 0.1
+    # Optuna holds them as the sampler will read them: finished, with the study's params.
+    storage = make_optuna_storage(database_url)
+    try:
+        frozen = optuna.load_study(study_name="ext/adam", storage=storage).trials
+    finally:
+        storage.engine.dispose()
+    assert [t.state.name for t in frozen] == ["COMPLETE", "PRUNED", "COMPLETE"]
+    assert frozen[0].params["lr"] == 0.003 and frozen[0].intermediate_values == {1: 0.9, 2: 0.4}
+    assert frozen[0].user_attrs["origin"] == "import"
+    # The study goes on: the next ask is trial 3, and telling it completes the study.
+    asked = ask(client)
+    assert asked["number"] == 3
+    assert post(client, asked, "tell", value=1.0).json()["study_status"] == "completed"
+
+
+BAD_TRIALS = [
+    (trial(optimizer="sgd"), ["optimizer"], "has no optimizer 'sgd'"),
+    (trial(params={**ADAM, "lr": 10.0}), ["params", "lr"], "outside the study's search space"),
+    (
+        trial(params={"lr": 0.01}),
+        ["params", "batch_size"],
+        "missing: the study searches batch_size",
+    ),
+    (trial(params={**ADAM, "eps": 1e-8}), ["params", "eps"], "not a hyperparameter"),
+    (trial(value=None), ["value"], "needs its final 'value'"),
+    (trial(state="pruned"), ["value"], "a pruned trial has no final value"),
+]
+
+
+def test_a_bad_trial_is_refused_and_nothing_is_written(client: TestClient) -> None:
+    create_external(client, n_trials=4)
+    for sent, where, says in BAD_TRIALS:
+        response = client.post(IMPORT, json={"trials": [trial(), sent]})
+        assert response.status_code == 422, response.text
+        problem = response.json()["detail"][0]
+        assert problem["loc"] == ["body", "trials", 1, *where]
+        assert says in problem["msg"]
+    assert client.get(f"{STUDY}/trials").json()["total"] == 0
+    assert client.get(STUDY).json()["optimizers"][0]["finished"] == 0
+
+
+def test_more_trials_than_free_slots_is_a_409_before_anything_is_written(
+    client: TestClient,
+) -> None:
+    create_external(client, n_trials=2)
+    response = client.post(IMPORT, json={"trials": [trial(), trial(), trial()]})
+    assert response.status_code == 409
+    assert "adam: 3 sent, 2 free" in response.json()["detail"]
+    assert client.get(f"{STUDY}/trials").json()["total"] == 0
+
+
+def test_only_external_studies_take_imports(client: TestClient) -> None:
+    body = {"name": "ext", "task": "rosenbrock", "optimizers": ["gd"], "n_trials": 1}
+    assert client.post("/api/v1/studies", json=body).status_code == 201
+    response = client.post(IMPORT, json={"trials": [trial(optimizer="gd", params={"lr": 0.01})]})
+    assert response.status_code == 409
+    assert "workers run its trials" in response.json()["detail"]
