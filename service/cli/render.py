@@ -262,6 +262,8 @@ def print_trials(name: str, page: Mapping[str, Any], *, offset: int) -> None:
         Column("params", wraps=True),
         Column("time", justify="right", drop_order=1),
         Column("note", wraps=True, drop_order=3),
+        # Where the config came from: portfolio, catalogue, sampler, confirm, import ...
+        Column("from", drop_order=4),
     ]
     rows = []
     for trial in page["items"]:
@@ -276,6 +278,7 @@ def print_trials(name: str, page: Mapping[str, Any], *, offset: int) -> None:
                 escape(format_params(trial["params"])),
                 "" if duration is None else f"{duration:.1f} s",
                 escape(trial["pruned_reason"] or trial["error"] or ""),
+                escape(trial.get("origin") or ""),
             ]
         )
     table = fitted_table(out, f"Trials of {escape(name)} ({page['total']})", columns, rows)

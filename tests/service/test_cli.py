@@ -309,6 +309,9 @@ def test_study_commands_against_a_real_api(runner: CliRunner, api: str, tmp_path
     assert code == 0 and asked["optimizer"] in out and "0.25" in out
     code, out, _ = invoke(runner, "study", "trials", "from-file", "--url", api)
     assert code == 0 and "complete" in out
+    with HPTClient(api) as client:
+        origin = client.trials("from-file")["items"][0]["origin"]
+    assert origin and f"│ {origin}" in out  # where its config came from
 
     code, out, _ = invoke(runner, "study", "show", "from-file", "--json", "--url", api)
     shown = json.loads(out)
