@@ -167,8 +167,9 @@ class TellRequest(_Request):
         return self.state or "complete"
 
 
-# Trials per import request (service.trial_import.MAX_IMPORTED_TRIALS says why).
-MAX_IMPORTED_TRIALS = 1000
+# Trials per import request: each takes a few writes, so a request of this many is answered
+# within seconds.
+MAX_IMPORTED_TRIALS = 100
 # Per imported trial: hyperparameters and steps with a value.
 MAX_IMPORTED_PARAMS = 64
 MAX_IMPORTED_STEPS = 10_000

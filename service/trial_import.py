@@ -38,7 +38,7 @@ from service.lifecycle import Ending, claim_slot, finish_slot, release_slot, sta
 from service.recovery import ending_of
 from service.slot_guard import SlotTakenBack
 from service.tables import StudyOptimizerRow
-from service.vocabulary import ConfigOrigin, SlotOutcome
+from service.vocabulary import ACCEPTING_TRIALS, ConfigOrigin, SlotOutcome
 from studies.warm_start import fit_to_space
 
 # The holder recorded on slots an import takes (for the moment it holds them).
@@ -100,6 +100,8 @@ def import_trials(at: AskTell, name: str, trials: Sequence[TrialToImport]) -> li
             study's space, a complete trial without a value or a pruned one with one.
     """
     study = external_study(at, name)
+    if study.status not in ACCEPTING_TRIALS:
+        raise Conflict(f"study {name!r} is {study.status}; it takes no new trials")
     with at.db.read() as session:
         pairs = {
             pair.optimizer: pair

@@ -111,6 +111,10 @@ def test_more_trials_than_free_slots_is_a_409_before_anything_is_written(
     assert response.status_code == 409
     assert "adam: 3 sent, 2 free" in response.json()["detail"]
     assert client.get(f"{STUDY}/trials").json()["total"] == 0
+    assert client.post(f"{STUDY}/stop").status_code == 200
+    response = client.post(IMPORT, json={"trials": [trial()]})
+    assert response.status_code == 409
+    assert response.json()["detail"] == "study 'ext' is stopped; it takes no new trials"
 
 
 def test_only_external_studies_take_imports(client: TestClient) -> None:
