@@ -28,7 +28,7 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -301,6 +301,22 @@ class HPTClient:
         """Finish an asked trial with its ``value``, or with ``state`` "pruned" or "failed"."""
         body = _params(value=value, state=state, lease=lease)
         return self._request("POST", f"{_trial_path(name, optimizer, number)}/tell", json=body)
+
+    def import_trials(
+        self, name: str, trials: Sequence[Mapping[str, Any]], *, chunk: int = 100
+    ) -> list[Any]:
+        """Bring finished trials trained elsewhere into the external study ``name``, in order,
+        ``chunk`` per request (the API takes at most 100): each ``{"optimizer", "params",
+        "value"}`` or ``{..., "state": "pruned"}``, with optional ``"intermediate_values"``.
+        Returns ``{"optimizer", "number"}`` of each. A request that fails raises; the trials
+        of the requests before it are imported (and, of the failing one, those its error
+        counts)."""
+        imported: list[Any] = []
+        for start in range(0, len(trials), chunk):
+            body = {"trials": list(trials[start : start + chunk])}
+            answer = self._request("POST", f"{_study_path(name)}/trials/import", json=body)
+            imported += answer["imported"]
+        return imported
 
     def renew(
         self,

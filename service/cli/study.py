@@ -239,6 +239,33 @@ def study_trials(
     print_trials(name, page, offset=offset)
 
 
+def study_import(
+    name: NameArgument,
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A JSON file: a list of trials, or {\"trials\": [...]}, each "
+            '{"optimizer", "params", "value"} or {..., "state": "pruned"}.',
+            show_default=False,
+        ),
+    ],
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Bring finished trials trained elsewhere into an external study (origin 'import')."""
+    data = _read_json(path, "PATH")
+    trials = data.get("trials") if isinstance(data, dict) else data
+    if not isinstance(trials, list) or not trials:
+        fail(f"{path} must hold a non-empty list of trials, or an object with one in 'trials'")
+    with api(url, api_key) as client:
+        imported = client.import_trials(name, trials)
+    if as_json:
+        print_json({"study": name, "imported": imported})
+        return
+    stdout_console().print(f"Imported {len(imported)} trials into [bold]{escape(name)}[/].")
+
+
 def study_stop(
     name: NameArgument,
     url: UrlOption = DEFAULT_URL,

@@ -244,7 +244,7 @@ def test_help_lists_every_command(runner: CliRunner) -> None:
     for command in ("serve", "worker", "dashboard", "study", "tasks", "optimizers", "best"):
         assert command in out
     code, out, _ = invoke(runner, "study", "--help")
-    for command in ("create", "list", "show", "best", "trials", "stop", "delete", "watch"):
+    for command in ("create", "list", "show", "best", "trials", "import", "stop", "delete", "watch"):
         assert command in out
 
 
@@ -317,10 +317,22 @@ def test_study_commands_against_a_real_api(runner: CliRunner, api: str, tmp_path
     shown = json.loads(out)
     assert shown["progress"] == {"finished": 1, "total": 4, "fraction": 0.25}
 
+    # A trial trained before, brought in from a file; it shows where it came from.
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(
+        json.dumps([{"optimizer": asked["optimizer"], "params": asked["params"], "value": 0.5}])
+    )
+    code, out, err = invoke(runner, "study", "import", "from-file", str(earlier), "--url", api)
+    assert code == 0 and "Imported 1 trials into from-file" in out, err
+    code, out, _ = invoke(runner, "study", "trials", "from-file", "--url", api)
+    assert "│ import" in out
+
     code, out, _ = invoke(runner, "study", "stop", "from-file", "--url", api)
     assert code == 0 and "stopped" in out
     code, out, _ = invoke(runner, "study", "watch", "from-file", "--url", api)
-    assert code == 0 and "from-file stopped" in out and "1/4 trials finished" in out
+    assert code == 0 and "from-file stopped" in out and "2/4 trials finished" in out
+    code, _, err = invoke(runner, "study", "import", "from-file", str(earlier), "--url", api)
+    assert code == 1 and "is stopped; it takes no new trials" in err
 
     code, _, _ = invoke(runner, "study", "delete", "from-file", "--url", api, input="n\n")
     assert code == 1
