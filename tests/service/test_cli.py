@@ -244,7 +244,17 @@ def test_help_lists_every_command(runner: CliRunner) -> None:
     for command in ("serve", "worker", "dashboard", "study", "tasks", "optimizers", "best"):
         assert command in out
     code, out, _ = invoke(runner, "study", "--help")
-    for command in ("create", "list", "show", "best", "trials", "import", "stop", "delete", "watch"):
+    for command in (
+        "create",
+        "list",
+        "show",
+        "best",
+        "trials",
+        "import",
+        "stop",
+        "delete",
+        "watch",
+    ):
         assert command in out
 
 
