@@ -3,6 +3,7 @@ best, Optuna, the trials list with origin ``import``), and a bad request writes 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.database import make_optuna_storage
+from tests.helpers import wait_until
 from tests.service.test_api_asktell import STUDY, ask, create_external, make_client, post
 
 IMPORT = f"{STUDY}/trials/import"
@@ -123,3 +125,40 @@ def test_only_external_studies_take_imports(client: TestClient) -> None:
     response = client.post(IMPORT, json={"trials": [trial(optimizer="gd", params={"lr": 0.01})]})
     assert response.status_code == 409
     assert "workers run its trials" in response.json()["detail"]
+
+
+def test_an_import_racing_a_delete_never_answers_500_and_leaves_nothing(
+    client: TestClient, database_url: str
+) -> None:
+    """The study is deleted while a request of 100 trials is being imported: the import ends
+    with a clear 404 or 409 (or had finished), and the purge leaves no trial behind."""
+    create_external(client, n_trials=100)
+    trials = [trial(params={**ADAM, "lr": 0.001 + i * 1e-5}, value=float(i)) for i in range(100)]
+    answer: dict[str, Any] = {}
+    importer = threading.Thread(
+        target=lambda: answer.update(response=client.post(IMPORT, json={"trials": trials}))
+    )
+    importer.start()
+    try:
+        wait_until(
+            lambda: client.get(STUDY).json()["optimizers"][0]["finished"] >= 3,
+            timeout=60,
+            message="the import to get going",
+        )
+        assert client.delete(STUDY).status_code in (200, 202)
+    finally:
+        importer.join(timeout=120)
+    response = answer["response"]
+    assert response.status_code in (200, 404, 409), response.text
+    if response.status_code == 409:
+        assert "trials were imported" in response.json()["detail"]
+    wait_until(lambda: client.get(STUDY).status_code == 404, timeout=60, message="the purge")
+    storage = make_optuna_storage(database_url)
+    try:
+        wait_until(
+            lambda: "ext/adam" not in {s.study_name for s in storage.get_all_studies()},
+            timeout=60,
+            message="the Optuna study to be purged",
+        )
+    finally:
+        storage.engine.dispose()
