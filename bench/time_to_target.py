@@ -6,9 +6,11 @@ trials run with each method:
 - ``stock``:   anchor. Optuna's TPE with Hyperband (min resource 1 epoch), no warm start.
 - ``random``:  anchor. Random search without pruning.
 - ``product``: the product defaults: the portfolio learned *without the held-out task* (from the
-               shipped evaluations, ``studies/portfolio/evaluations.json``), then
-               ``DEFAULT_SAMPLER`` with ``DEFAULT_PRUNER``, through ``studies.run_study``, the code
-               path the service uses.
+               shipped evaluations, ``studies/portfolio/evaluations.json``), its lrs centred on
+               the task by the learning-rate range test where it applies (``DEFAULT_LR_RANGE``,
+               its reference also learned without the held-out task, its sweep's epochs
+               counted), then ``DEFAULT_SAMPLER`` with ``DEFAULT_PRUNER``, through
+               ``studies.run_study``.
 - ablations (``--methods``): each lever alone, to choose the defaults by measurement.
 
 The target of a (task, optimizer) is the median over seeds of stock's best after all its trials.
@@ -20,6 +22,10 @@ each method's best after all trials with stock's, seed by seed (the goal: never 
 
 Default run: six built-in tasks (digits_cnn only on request: ``--tasks digits_cnn``), sgd, momentum
 and adam, 3 seeds, stock / random / product; about 15 minutes on one idle core.
+
+``--diagnose`` adds where the epochs go (trials to the target, what the warm-start trials cost
+and whether one of them reached it); ``--save`` writes the traces, ``--load`` reuses the anchors'
+(deterministic) and ``--reuse``'s.
 
 Run: python bench/time_to_target.py [--quick] [--workers 2] [--tasks wine_mlp,...]
 """
@@ -42,7 +48,7 @@ from typing import Any
 import optuna
 
 from studies import run_study
-from studies.lr_range import load_references, reference
+from studies.lr_range import DEFAULT_LR_RANGE, load_references, reference
 from studies.portfolio import learn_portfolio, load_evaluations
 from studies.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER
 from studies.tasks import BUILTIN_TASKS
@@ -53,7 +59,12 @@ STOCK = {"sampler": "tpe", "pruner": "hyperband", "warm_start": False}
 METHODS: Mapping[str, Mapping[str, Any]] = {
     "stock": STOCK,
     "random": {"sampler": "random", "pruner": "none", "warm_start": False},
-    "product": {"sampler": DEFAULT_SAMPLER, "pruner": DEFAULT_PRUNER, "warm_start": True},
+    "product": {
+        "sampler": DEFAULT_SAMPLER,
+        "pruner": DEFAULT_PRUNER,
+        "warm_start": True,
+        "lr_range": DEFAULT_LR_RANGE,
+    },
     # Ablations: one lever at a time against stock.
     "portfolio": {**STOCK, "warm_start": True},
     "sobol_tpe": {**STOCK, "sampler": "sobol_tpe"},
@@ -67,6 +78,14 @@ METHODS: Mapping[str, Mapping[str, Any]] = {
     "lr_space": {**STOCK, "lr_range": "space"},
     "lr_portfolio": {**STOCK, "warm_start": True, "lr_range": "portfolio"},
     "lr_both": {**STOCK, "warm_start": True, "lr_range": "both"},
+    # TPE's random startup after the warm start instead of counting it.
+    "product_startup": {**STOCK, "warm_start": True, "startup_after_warm_start": True},
+    "lr_both_startup": {
+        **STOCK,
+        "warm_start": True,
+        "lr_range": "both",
+        "startup_after_warm_start": True,
+    },
 }
 ANCHORS = ("stock", "random")
 # digits_cnn costs about twenty times any other task per epoch: run it with --tasks digits_cnn.
@@ -153,6 +172,7 @@ def run_job(job: Job) -> Trace:
             warm_start_limit=limit,
             lr_range=lr_range,
             lr_reference=lr_reference,
+            startup_after_warm_start=settings.get("startup_after_warm_start", False),
             # Hyperband assigns brackets from a hash of the study name: a fixed name makes a run
             # reproducible (in memory, Optuna would draw a random one).
             study_name=f"{job.task}/{job.optimizer}/seed{job.seed}",
@@ -337,6 +357,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", default="stock,random,product")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--diagnose", action="store_true", help="where the epochs go")
+    parser.add_argument(
+        "--reuse",
+        default=None,
+        help="methods besides the anchors whose --load traces are reused (their code unchanged)",
+    )
     parser.add_argument("--save", default=None, help="write the traces as JSON to this path")
     parser.add_argument(
         "--load",
@@ -372,7 +397,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     started = time.perf_counter()
     known = _load_traces(args.load) if args.load else {}
-    known = {job: trace for job, trace in known.items() if job.method in ANCHORS}
+    reuse = set(ANCHORS) | set(args.reuse.split(",") if args.reuse else ())
+    known = {job: trace for job, trace in known.items() if job.method in reuse}
     todo = [job for job in jobs if job not in known]
     done: dict[Job, Trace] = {job: known[job] for job in jobs if job in known}
     with multiprocessing.get_context("spawn").Pool(max(1, args.workers)) as pool:
