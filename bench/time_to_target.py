@@ -6,9 +6,11 @@ trials run with each method:
 - ``stock``:   anchor. Optuna's TPE with Hyperband (min resource 1 epoch), no warm start.
 - ``random``:  anchor. Random search without pruning.
 - ``product``: the product defaults: the portfolio learned *without the held-out task* (from the
-               shipped evaluations, ``studies/portfolio/evaluations.json``), then
-               ``DEFAULT_SAMPLER`` with ``DEFAULT_PRUNER``, through ``studies.run_study``, the code
-               path the service uses.
+               shipped evaluations, ``studies/portfolio/evaluations.json``), its lrs centred on
+               the task by the learning-rate range test where it applies (``DEFAULT_LR_RANGE``,
+               its reference also learned without the held-out task, its sweep's epochs
+               counted), then ``DEFAULT_SAMPLER`` with ``DEFAULT_PRUNER``, through
+               ``studies.run_study``.
 - ablations (``--methods``): each lever alone, to choose the defaults by measurement.
 
 The target of a (task, optimizer) is the median over seeds of stock's best after all its trials.
@@ -21,12 +23,19 @@ each method's best after all trials with stock's, seed by seed (the goal: never 
 Default run: six built-in tasks (digits_cnn only on request: ``--tasks digits_cnn``), sgd, momentum
 and adam, 3 seeds, stock / random / product; about 15 minutes on one idle core.
 
+``--diagnose`` adds where the epochs go (trials to the target, what the warm-start trials cost
+and whether one of them reached it); ``--save`` writes the traces, ``--load`` reuses the anchors'
+(deterministic) and ``--reuse``'s.
+
 Run: python bench/time_to_target.py [--quick] [--workers 2] [--tasks wine_mlp,...]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
+import json
 import math
 import multiprocessing
 import statistics
@@ -39,6 +48,7 @@ from typing import Any
 import optuna
 
 from studies import run_study
+from studies.lr_range import DEFAULT_LR_RANGE, load_references, reference
 from studies.portfolio import learn_portfolio, load_evaluations
 from studies.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER
 from studies.tasks import BUILTIN_TASKS
@@ -49,7 +59,12 @@ STOCK = {"sampler": "tpe", "pruner": "hyperband", "warm_start": False}
 METHODS: Mapping[str, Mapping[str, Any]] = {
     "stock": STOCK,
     "random": {"sampler": "random", "pruner": "none", "warm_start": False},
-    "product": {"sampler": DEFAULT_SAMPLER, "pruner": DEFAULT_PRUNER, "warm_start": True},
+    "product": {
+        "sampler": DEFAULT_SAMPLER,
+        "pruner": DEFAULT_PRUNER,
+        "warm_start": True,
+        "lr_range": DEFAULT_LR_RANGE,
+    },
     # Ablations: one lever at a time against stock.
     "portfolio": {**STOCK, "warm_start": True},
     "sobol_tpe": {**STOCK, "sampler": "sobol_tpe"},
@@ -58,6 +73,19 @@ METHODS: Mapping[str, Mapping[str, Any]] = {
     "product_median": {"sampler": DEFAULT_SAMPLER, "pruner": "median", "warm_start": True},
     "product_w3": {"sampler": DEFAULT_SAMPLER, "pruner": DEFAULT_PRUNER, "warm_start": 3},
     "product_w8": {"sampler": DEFAULT_SAMPLER, "pruner": DEFAULT_PRUNER, "warm_start": 8},
+    # The learning-rate range test (studies.lr_range), its sweep's epochs counted: alone (the
+    # sampler's lr range narrowed around it) and with the portfolio (its lrs centred on it).
+    "lr_space": {**STOCK, "lr_range": "space"},
+    "lr_portfolio": {**STOCK, "warm_start": True, "lr_range": "portfolio"},
+    "lr_both": {**STOCK, "warm_start": True, "lr_range": "both"},
+    # TPE's random startup after the warm start instead of counting it.
+    "product_startup": {**STOCK, "warm_start": True, "startup_after_warm_start": True},
+    "lr_both_startup": {
+        **STOCK,
+        "warm_start": True,
+        "lr_range": "both",
+        "startup_after_warm_start": True,
+    },
 }
 ANCHORS = ("stock", "random")
 # digits_cnn costs about twenty times any other task per epoch: run it with --tasks digits_cnn.
@@ -82,6 +110,11 @@ class Trace:
     seconds: list[float]
     best: list[float | None]
     direction: str
+    # Per trial, in order: where its config came from, its epochs, its state and value.
+    origins: list[str] = dataclasses.field(default_factory=list)
+    trial_epochs: list[int] = dataclasses.field(default_factory=list)
+    states: list[str] = dataclasses.field(default_factory=list)
+    values: list[float | None] = dataclasses.field(default_factory=list)
 
     def reached(self, target: float) -> tuple[int, float, bool]:
         for epochs, seconds, best in zip(self.epochs, self.seconds, self.best, strict=True):
@@ -119,6 +152,13 @@ def run_job(job: Job) -> Trace:
             load_evaluations()[job.optimizer], max(MAX_WARM_START, 8), exclude=[job.task]
         )
         limit = None if warm is True else int(warm)
+    lr_range = settings.get("lr_range", "none")
+    # The sweeps' reference learned without the held-out task, like the portfolio.
+    lr_reference = (
+        reference(load_references()[job.optimizer], exclude=(job.task,))
+        if lr_range != "none"
+        else None
+    )
     with single_thread():
         study = run_study(
             job.task,
@@ -130,6 +170,9 @@ def run_job(job: Job) -> Trace:
             warm_start=bool(warm),
             portfolio=portfolio,
             warm_start_limit=limit,
+            lr_range=lr_range,
+            lr_reference=lr_reference,
+            startup_after_warm_start=settings.get("startup_after_warm_start", False),
             # Hyperband assigns brackets from a hash of the study name: a fixed name makes a run
             # reproducible (in memory, Optuna would draw a random one).
             study_name=f"{job.task}/{job.optimizer}/seed{job.seed}",
@@ -138,15 +181,22 @@ def run_job(job: Job) -> Trace:
     trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
     start = trials[0].datetime_start
     epochs, seconds, best = [], [], []
-    total, running = 0, None
+    origins, trial_epochs, states, values = [], [], [], []
+    # The range test's sweep runs before the first trial: its epochs count from the start.
+    sweep = study.user_attrs.get("lr_range")
+    total, running = (math.ceil(sweep["epochs"]) if sweep else 0), None
     for trial in trials:
         total += int(trial.user_attrs.get("epochs_run", 0))
+        origins.append(str(trial.user_attrs.get("origin", "sampler")))
+        trial_epochs.append(int(trial.user_attrs.get("epochs_run", 0)))
+        states.append(trial.state.name)
+        values.append(trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None)
         if trial.state == optuna.trial.TrialState.COMPLETE and math.isfinite(trial.value):
             running = _better(running, trial.value, direction)
         epochs.append(total)
         seconds.append((trial.datetime_complete - start).total_seconds())
         best.append(running)
-    return Trace(epochs, seconds, best, direction)
+    return Trace(epochs, seconds, best, direction, origins, trial_epochs, states, values)
 
 
 def _fmt(value: float) -> str:
@@ -219,6 +269,84 @@ def report(jobs: list[Job], traces: list[Trace], methods: list[str]) -> None:
         )
 
 
+def _median_of(rows: list[tuple[Any, ...]], k: int) -> float:
+    return statistics.median(r[k] for r in rows)
+
+
+def diagnose(jobs: list[Job], traces: list[Trace], methods: list[str]) -> None:
+    """Where the epochs go: per (task, optimizer) and method, medians over seeds of the trials and
+    epochs to the target, the warm-start trials' epochs and prunings, and whether a warm-start
+    config itself reached the target."""
+    by = {(j.task, j.optimizer, j.method, j.seed): t for j, t in zip(jobs, traces, strict=True)}
+    pairs = sorted({(j.task, j.optimizer) for j in jobs})
+    seeds = sorted({j.seed for j in jobs})
+    print(
+        "\ndiagnosis (medians over seeds): trials/epochs to target; warm-start trials: count, "
+        "epochs, pruned, reached target; origin of the trial that first reached it"
+    )
+    for task, optimizer in pairs:
+        finals = [by[task, optimizer, "stock", s].final for s in seeds]
+        finite = sorted(f for f in finals if f is not None)
+        if not finite:
+            continue
+        target = statistics.median_low(finite)
+        print(f"{task} / {optimizer}: target {_fmt(target)}")
+        for method in methods:
+            rows = []
+            for s in seeds:
+                t = by[task, optimizer, method, s]
+                hit = next(
+                    (
+                        i
+                        for i, b in enumerate(t.best)
+                        if b is not None and _at_least(b, target, t.direction)
+                    ),
+                    None,
+                )
+                warm = [i for i, o in enumerate(t.origins) if o != "sampler"]
+                warm_epochs = sum(t.trial_epochs[i] for i in warm)
+                warm_pruned = sum(t.states[i] != "COMPLETE" for i in warm)
+                warm_hit = any(
+                    t.values[i] is not None and _at_least(t.values[i], target, t.direction)
+                    for i in warm
+                )
+                full = sum(
+                    e for e, st in zip(t.trial_epochs, t.states, strict=True) if st == "COMPLETE"
+                )
+                rows.append(
+                    (
+                        (hit + 1) if hit is not None else math.inf,
+                        t.epochs[hit] if hit is not None else t.epochs[-1],
+                        len(warm),
+                        warm_epochs,
+                        warm_pruned,
+                        warm_hit,
+                        t.origins[hit] if hit is not None else "-",
+                        t.epochs[-1],
+                        full,
+                    )
+                )
+            med = functools.partial(_median_of, rows)
+            print(
+                f"  {method:18s} trials {med(0):5.1f} epochs {med(1):6.0f} | warm {med(2):.0f} "
+                f"cost {med(3):4.0f} pruned {med(4):.0f} reached {sum(r[5] for r in rows)}/"
+                f"{len(rows)} | hit by {','.join(r[6] for r in rows)} | total {med(7):.0f}, "
+                f"in completed trials {med(8):.0f}"
+            )
+
+
+def _load_traces(path: str) -> dict[Job, Trace]:
+    with open(path) as file:
+        rows = json.load(file)
+    job_fields = {f.name for f in dataclasses.fields(Job)}
+    return {
+        Job(**{k: v for k, v in row.items() if k in job_fields}): Trace(
+            **{k: v for k, v in row.items() if k not in job_fields}
+        )
+        for row in rows
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 small tasks, 2 seeds, adam only")
@@ -228,6 +356,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--methods", default="stock,random,product")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--diagnose", action="store_true", help="where the epochs go")
+    parser.add_argument(
+        "--reuse",
+        default=None,
+        help="methods besides the anchors whose --load traces are reused (their code unchanged)",
+    )
+    parser.add_argument("--save", default=None, help="write the traces as JSON to this path")
+    parser.add_argument(
+        "--load",
+        default=None,
+        help="reuse the anchors' traces (stock, random) of a --save file: they are deterministic",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         tasks = ["wine_mlp", "breast_cancer_logreg", "diabetes_mlp"]
@@ -256,14 +396,33 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.trials} trials each; product = {DEFAULT_SAMPLER} + {DEFAULT_PRUNER} + warm start"
     )
     started = time.perf_counter()
-    traces: list[Trace] = []
+    known = _load_traces(args.load) if args.load else {}
+    reuse = set(ANCHORS) | set(args.reuse.split(",") if args.reuse else ())
+    known = {job: trace for job, trace in known.items() if job.method in reuse}
+    todo = [job for job in jobs if job not in known]
+    done: dict[Job, Trace] = {job: known[job] for job in jobs if job in known}
     with multiprocessing.get_context("spawn").Pool(max(1, args.workers)) as pool:
-        for trace in pool.imap(run_job, jobs):
-            traces.append(trace)
-            if len(traces) % max(1, len(jobs) // 10) == 0:
-                print(f"  {len(traces)}/{len(jobs)} studies, {time.perf_counter() - started:.0f} s")
-    print(f"ran {len(jobs)} studies in {time.perf_counter() - started:.0f} s")
+        for job, trace in zip(todo, pool.imap(run_job, todo), strict=True):
+            done[job] = trace
+            if len(done) % max(1, len(jobs) // 10) == 0:
+                print(f"  {len(done)}/{len(jobs)} studies, {time.perf_counter() - started:.0f} s")
+    traces = [done[job] for job in jobs]
+    print(
+        f"ran {len(todo)} studies in {time.perf_counter() - started:.0f} s "
+        f"({len(jobs) - len(todo)} reused from {args.load})"
+    )
     report(jobs, traces, methods)
+    if args.diagnose:
+        diagnose(jobs, traces, methods)
+    if args.save:
+        with open(args.save, "w") as out:
+            json.dump(
+                [
+                    {**dataclasses.asdict(j), **dataclasses.asdict(t)}
+                    for j, t in zip(jobs, traces, strict=True)
+                ],
+                out,
+            )
 
 
 if __name__ == "__main__":

@@ -173,6 +173,7 @@ def warm_start_configs(
     catalogue: Iterable[KnownConfig] = (),
     portfolio: Sequence[Mapping[str, Any]] = (),
     limit: int | None = None,
+    portfolio_origin: Origin = "portfolio",
 ) -> list[WarmStartConfig]:
     """The configs a new study tries first, in order, each fitted to ``space`` with its origin.
 
@@ -186,6 +187,8 @@ def warm_start_configs(
         portfolio: Configs of the optimizer's portfolio, most useful first
             (``studies.portfolio.load_portfolio()[optimizer]``); empty for none.
         limit: Overrides :func:`warm_start_budget` (benchmarks measure it with this).
+        portfolio_origin: The origin of the portfolio's configs: ``"lr_range"`` when their lr was
+            centred on the task by the range test (:mod:`studies.lr_range`).
 
     Returns:
         Catalogue configs (best first), then portfolio configs, without duplicates after fitting,
@@ -216,7 +219,7 @@ def warm_start_configs(
     for values in portfolio:
         if len(chosen) >= budget:
             break
-        add(values, "portfolio", PORTFOLIO_SOURCE)
+        add(values, portfolio_origin, PORTFOLIO_SOURCE)
     return chosen
 
 
