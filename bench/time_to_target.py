@@ -6,11 +6,11 @@ trials run with each method:
 - ``stock``:   anchor. Optuna's TPE with Hyperband (min resource 1 epoch), no warm start.
 - ``random``:  anchor. Random search without pruning.
 - ``product``: the product defaults: the portfolio learned *without the held-out task* (from the
-               shipped evaluations, ``studies/portfolio/evaluations.json``), its lrs centred on
-               the task by the learning-rate range test where it applies (``DEFAULT_LR_RANGE``,
-               its reference also learned without the held-out task, its sweep's epochs
-               counted), then ``DEFAULT_SAMPLER`` with ``DEFAULT_PRUNER``, through
-               ``studies.run_study``.
+               shipped evaluations, ``studies/portfolio/evaluations.json``), centred on the task
+               by the learning-rate range test as ``DEFAULT_LR_RANGE`` says (not by default: a
+               tie), then ``DEFAULT_SAMPLER`` with ``DEFAULT_PRUNER``, through
+               ``studies.run_study``. With a range test, its reference is also learned without
+               the held-out task and its sweep's epochs are counted.
 - ablations (``--methods``): each lever alone, to choose the defaults by measurement.
 
 The target of a (task, optimizer) is the median over seeds of stock's best after all its trials.

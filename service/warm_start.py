@@ -1,9 +1,6 @@
 """What a new study tries first, per optimizer, before its sampler: the best known configs of the
 same task from earlier studies (the catalogue), then the shipped portfolio
-(:mod:`studies.warm_start` decides how many and fits them to the study's space). For optimizers
-whose best lr the learning-rate range test explains (sgd, momentum, nesterov, gd:
-:func:`studies.lr_range.centre_on_task`), the portfolio's lrs are first moved to the task by a
-short sweep on it, run here, and those configs carry the origin ``lr_range``.
+(:mod:`studies.warm_start` decides how many and fits them to the study's space).
 
 A request says where to start from: ``"auto"`` (every earlier study of the task that optimised
 the same metric, then the portfolio), ``"none"`` (nothing: the sampler from its first trial), or
@@ -25,10 +22,8 @@ from service.database import Database
 from service.errors import FieldError, InvalidRequest
 from service.study_requests import StudyPlan
 from service.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
-from service.vocabulary import EXTERNAL_TASK, Direction, StudyStatus
-from studies.lr_range import DEFAULT_LR_RANGE, LR_RANGE_MODES, centre_configs, centre_on_task
+from service.vocabulary import Direction, StudyStatus
 from studies.portfolio import load_portfolio
-from studies.tasks import get_task
 from studies.warm_start import CATALOGUE_CONFIGS, KnownConfig, warm_start_configs
 
 AUTO, NONE = "auto", "none"
@@ -52,41 +47,18 @@ def planned_configs(
     planned: dict[str, list[dict[str, Any]]] = {}
     for optimizer, space_json in plan.spaces.items():
         space = space_from_json(space_json, OPTIMIZERS[optimizer].domains)
-        known, origin = _portfolio_on_task(plan, optimizer, space, portfolio.get(optimizer, ()))
         configs = warm_start_configs(
             space,
             plan.n_trials,
             direction=plan.direction,
             catalogue=_catalogue(db, plan, optimizer, named),
-            portfolio=known,
-            portfolio_origin=origin,
+            portfolio=portfolio.get(optimizer, ()),
         )
         planned[optimizer] = [
             {"params": dict(config.values), "origin": config.origin, "source": config.source}
             for config in configs
         ]
     return planned
-
-
-def _portfolio_on_task(
-    plan: StudyPlan, optimizer: str, space: Any, portfolio: Sequence[Any]
-) -> tuple[list[Any], str]:
-    """The portfolio's configs with their lr centred on the plan's task by the range test, and
-    their origin (``lr_range``); as shipped (``portfolio``) when the test does not apply."""
-    centre_portfolio, _ = LR_RANGE_MODES[DEFAULT_LR_RANGE]
-    if not centre_portfolio or plan.task == EXTERNAL_TASK or not portfolio:
-        return list(portfolio), "portfolio"
-    task = get_task(plan.task)
-    centring = centre_on_task(
-        task,
-        OPTIMIZERS[optimizer],
-        space,
-        seed=plan.seed or 0,
-        epochs=plan.epochs or task.default_epochs,
-    )
-    if centring is None:
-        return list(portfolio), "portfolio"
-    return centre_configs(list(portfolio), *centring), "lr_range"
 
 
 def _check_named(db: Database, plan: StudyPlan, names: Sequence[str]) -> None:

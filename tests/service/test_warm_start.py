@@ -71,25 +71,3 @@ def test_portfolio_then_catalogue_then_sampler_with_origins(
         )
         assert other_task.status_code == 422 and "wine_mlp" in other_task.text
         assert api.get("/api/v1/studies/lost").status_code == 404
-
-
-def test_planned_configs_centre_sgd_on_the_task_and_none_plans_nothing(db) -> None:
-    # No server: the plan a create stores. sgd's portfolio lrs are moved by the range test
-    # (origin lr_range); adam's best lr the test does not explain, so its portfolio is as shipped.
-    from service.config import Settings
-    from service.study_requests import StudyRequest, plan_study
-    from service.warm_start import planned_configs
-    from studies.portfolio import load_portfolio
-
-    request = StudyRequest(
-        name="centred", task="wine_mlp", optimizers=["sgd", "adam"], n_trials=10, seed=0
-    )
-    plan = plan_study(request, settings=Settings())
-    planned = planned_configs(db, plan, "auto")
-    assert [c["origin"] for c in planned["sgd"]] == ["lr_range", "lr_range"]
-    shipped = load_portfolio()
-    assert planned["sgd"][0]["params"]["lr"] != shipped["sgd"][0]["lr"]
-    assert planned["sgd"][0]["params"]["batch_size"] == shipped["sgd"][0]["batch_size"]
-    assert [c["origin"] for c in planned["adam"]] == ["portfolio", "portfolio"]
-    assert planned["adam"][0]["params"]["lr"] == shipped["adam"][0]["lr"]
-    assert planned_configs(db, plan, "none") == {}
