@@ -212,6 +212,7 @@ ASK_TELL = Example(
     "client.optimize(",
     "test_ask_tell_example",
 )
+IMPORT = Example("json", "Bringing trials you ran before", '"trials":', "test_import_example")
 
 EXAMPLES = (
     TWO_COMMANDS,
@@ -231,6 +232,7 @@ EXAMPLES = (
     API_KEY,
     MORE_MACHINES,
     ASK_TELL,
+    IMPORT,
 )
 
 
@@ -767,6 +769,27 @@ def test_ask_tell_example(api_only: Server, tmp_path: Path) -> None:
     assert printed[1] == printed[0], "the second run did not find the same winner"
     # Every trial of the second run's study is the first run's: nothing ran twice.
     assert_exact_trials(api_only.database_url, "my-model", optimizers, 5)
+
+
+def test_import_example(api_only: Server) -> None:
+    """The import body, sent as shown to an external study of those optimizers: each trial is
+    imported with origin ``import``, the pruned one without a value."""
+    body = json.loads(IMPORT.block().code)
+    optimizers = sorted({trial["optimizer"] for trial in body["trials"]})
+    request = {
+        "name": "my-model-imported", "task": "external", "metric": "val_loss",
+        "direction": "minimize", "optimizers": optimizers, "n_trials": 2,
+    }  # fmt: skip
+    with api_only.client() as client:
+        assert client.post("/api/v1/studies", json=request).status_code == 201
+        imported = client.post("/api/v1/studies/my-model-imported/trials/import", json=body)
+        assert imported.status_code == 200, imported.text
+        assert len(imported.json()["imported"]) == len(body["trials"])
+        trials = client.get("/api/v1/studies/my-model-imported/trials").json()["items"]
+    assert {t["origin"] for t in trials} == {"import"}
+    assert sorted((t["optimizer"], t["state"]) for t in trials) == sorted(
+        (t["optimizer"], t.get("state", "complete")) for t in body["trials"]
+    )
 
 
 def test_search_space_example(api_only: Server) -> None:

@@ -244,7 +244,7 @@ def study_import(
     path: Annotated[
         Path,
         typer.Argument(
-            help="A JSON file: a list of trials, or {\"trials\": [...]}, each "
+            help='A JSON file: a list of trials, or {"trials": [...]}, each '
             '{"optimizer", "params", "value"} or {..., "state": "pruned"}.',
             show_default=False,
         ),
