@@ -1,9 +1,10 @@
 """How stable is the study's answer across study seeds, with confirmation and without?
 
-The same study (digits_mlp, all 8 optimizers, the product's defaults: TPE sampler, median pruner,
-the task's epochs, confirmation ``{"top_k": 3, "seeds": 5}``) is run once per study seed, through
-the product's own path: ``service.study_admin.create_study`` on a fresh SQLite file, one in-process
-``service.worker.Worker`` to completion, then ``service.reads.study_best``. For each seed:
+The same study (digits_mlp, all 8 optimizers, the product's defaults: TPE sampler, Hyperband
+pruner, the warm start, the task's epochs, confirmation ``DEFAULT_CONFIRM``) is run once per study
+seed, through the product's own path: ``service.study_admin.create_study`` on a fresh SQLite file,
+one in-process ``service.worker.Worker`` to completion, then ``service.reads.study_best``. For
+each seed:
 
 - with confirmation: the verdict (the winner, or the set of tied leaders);
 - without confirmation: the single-seed answer the service gave before the confirmation phase,
@@ -15,20 +16,35 @@ and without confirmation; whether full-batch ``gd`` (clearly worse at this budge
 leader; the cost of confirmation in epochs (epochs run by confirmation trials / by search trials,
 from each trial's ``epochs_run``), and per optimizer and seed the confirmed figure and standing,
 which shows why a verdict moves when it does. Goal (issue 10): the same winner or the same set of
-tied leaders in at least 4 of 5 seeds with confirmation (measured before: 2 of 5 without).
+tied leaders in at least 4 of 5 seeds with confirmation, and gd never a leader.
+
+``--json`` also keeps every confirmed config's raw seeds (validation and test figure, last
+validation loss, epochs). ``--from-json FILE... --rejudge`` computes each verdict again from them
+with this code's ``studies.verdict`` (what the service runs), and ``--judge-seeds N`` /
+``--judge-top-k K`` on the first N seeds of the K best configs only: another rule or a smaller
+confirmation judged on the same trained seeds. ``--simulate`` prints the test's error rates and
+power on simulated seeds.
+
+Measured (2-core machine shared with other work; studies are deterministic given the seed):
+
+- the rule and defaults before (best mean against each other optimizer, p doubled, Holm;
+  confirmation 3 x 5), product defaults otherwise, seeds 0-4: RUN0
+- the all-pairs rule with confirmation 2 x 7, seeds 0-4: RUN3
+- the same judged on fresh study seeds 5-9 (a run with confirmation 3 x 10, judged with
+  ``--judge-top-k 2 --judge-seeds 7``): RUN1
 
 Budget: 20 search trials per optimizer. TPE's first 10 trials are random (Optuna's
 ``n_startup_trials``), so 20 gives the sampler as many guided trials as random ones, the smallest
-budget at which TPE does its job; 20 x 8 search trials + 3 x 5 x 8 confirmation trials is 280
-trials of 20 epochs per study, 1,400 for 5 seeds.
+budget at which TPE does its job; 20 x 8 search trials (Hyperband stops many early) + 2 x 7 x 8
+confirmation trials is 272 trials per study.
 
 Each seed's study runs in its own process with its own worker and database file (``--jobs``
-of them at a time, one per core): the studies are independent, so this is two workers' throughput
-without a worker idling at the end of a search phase. Counts epochs, not seconds.
+of them at a time, one per core): the studies are independent. Counts epochs, not seconds.
 
 Run: ``.venv/bin/python bench/verdict_stability.py [--quick] [--seeds 0 1 2 3 4] [--n-trials 20]
-[--optimizers sgd,adam,gd] [--jobs 2] [--json results.json]``; ``--from-json results.json``
-prints the report of an earlier run again.
+[--optimizers sgd,adam,gd] [--jobs 2] [--json results.json]``; ``--from-json results.json
+[--rejudge] [--judge-seeds N] [--judge-top-k K]`` prints the report of earlier runs again;
+``--simulate`` the error rates.
 """
 
 from __future__ import annotations
@@ -606,6 +622,51 @@ def report(config: BenchConfig, results: Sequence[SeedResult]) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- the test's error rates
+
+
+# About the seed standard deviation of a confirmed config on digits_mlp (0.003 to 0.004); the
+# rates depend only on gaps counted in it.
+SIMULATED_SD = 0.0035
+
+
+def simulate(k: int = 8, seeds: Sequence[int] = (5, 7, 10), repeats: int = 1000) -> str:
+    """The verdict's error rates and power on simulated seeds (normal, sd ``SIMULATED_SD``), by
+    the product's :func:`studies.verdict.decide`: with ``k`` equal optimizers, how often one of
+    them is called worse or a winner is named (both should stay at most 5%); with ``k - 1``
+    equal and one lower by 2, 2.5 or 3 seed standard deviations, how often that one is found
+    worse (the power that sets the number of confirmation seeds)."""
+    import numpy as np
+
+    from studies.verdict import decide
+
+    rng = np.random.default_rng(0)
+    lines = [
+        f"{k} optimizers, seeds normal with sd {SIMULATED_SD}, {repeats} simulated studies each:"
+    ]
+    for n in seeds:
+        worse = winners = 0
+        for _ in range(repeats):
+            values = rng.normal(0.977, SIMULATED_SD, size=(k, n))
+            verdict = decide({f"o{i}": list(row) for i, row in enumerate(values)}, "maximize")
+            worse += any(s.status == "worse" for s in verdict.standings)
+            winners += verdict.outcome == "winner"
+        found = []
+        for gap in (2.0, 2.5, 3.0):
+            hits = 0
+            for _ in range(repeats):
+                values = rng.normal(0.977, SIMULATED_SD, size=(k, n))
+                values[-1] -= gap * SIMULATED_SD
+                verdict = decide({f"o{i}": list(row) for i, row in enumerate(values)}, "maximize")
+                hits += verdict.standing(f"o{k - 1}").status == "worse"
+            found.append(f"{gap:g} sd {hits / repeats:.0%}")
+        lines.append(
+            f"  {n:>2} seeds: all equal: one called worse in {worse / repeats:.1%}, a winner in "
+            f"{winners / repeats:.1%}; one lower by {', '.join(found)} of the time found worse"
+        )
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class Rejudge:
     """``--from-json`` options: which earlier runs, and whether to judge their seeds again."""
@@ -648,7 +709,15 @@ def parse_args(
     parser.add_argument(
         "--judge-top-k", type=int, help="with --rejudge: only the K best search configs"
     )
+    parser.add_argument(
+        "--simulate",
+        action="store_true",
+        help="print the verdict's error rates and power on simulated seeds; run nothing",
+    )
     args = parser.parse_args(argv)
+    if args.simulate:
+        print(simulate())
+        raise SystemExit(0)
     config = QUICK if args.quick else BenchConfig()
     overrides: dict[str, Any] = {
         "seeds": tuple(args.seeds) if args.seeds else None,

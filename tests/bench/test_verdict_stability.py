@@ -90,3 +90,13 @@ def test_tiny_run_through_the_service(bench, tmp_path, capsys):
         "verdict-seed0.db",
         "verdict-seed1.db",
     ]
+
+
+def test_simulation_prints_error_rates_and_power(bench):
+    text = bench.simulate(k=3, seeds=(3, 6), repeats=40)
+    lines = text.splitlines()
+    assert lines[0].startswith("3 optimizers, seeds normal with sd")
+    assert [line.split(" seeds:")[0].strip() for line in lines[1:]] == ["3", "6"]
+    # More seeds find a gap of 3 standard deviations more often (40 studies each: not noise).
+    found = [int(line.rsplit("3 sd ", 1)[1].split("%")[0]) for line in lines[1:]]
+    assert found[1] > found[0]
