@@ -10,32 +10,34 @@ Pure functions on plain values; the service reads the seeds' values from its tab
    whose other seeds failed is not allowed to win on one lucky value). The best of k means is
    a little optimistic (chosen on the seeds it is then reported with); every optimizer is
    picked the same way, so the comparison between them stays fair.
-3. ``decide(values_by_optimizer, direction)``: the optimizer with the best mean is the winner
-   only when it beats every other one beyond seed noise; otherwise the leaders (the best and every
-   optimizer not significantly worse than it) are tied.
+3. ``decide(values_by_optimizer, direction)``: the leaders are the optimizers that no other
+   optimizer beats beyond seed noise; the one with the best mean is the winner only when it is
+   the only leader (it beats every other one beyond noise), otherwise the leaders are tied.
 
-The test (``TEST``): Welch's t-test (unequal variances) of the best mean against each other
-optimizer, one-sided in the direction of the metric. The best is picked after looking at the
-means, so a one-sided p-value against it understates the chance of a difference this large
-between equal optimizers (with two equal optimizers, one of them always looks better); each
-one-sided p-value is doubled to pay for that choice (the result equals the two-sided Welch
-p-value), then Holm's step-down correction runs over the k - 1 comparisons, and a comparison is
-significant when its adjusted p-value is at most ``alpha`` (0.05: "at 95%").
+The test (``TEST``): Welch's t-test (unequal variances, two-sided) between every pair of
+optimizers, Holm's step-down correction over all the pairs, and a pair is a difference when its
+adjusted p-value is at most ``alpha`` (0.05: "at 95%"). Every pair is tested, so which optimizer
+came out best is not chosen after seeing the means and needs no extra correction; Holm bounds the
+chance of any false "worse" (or of a false winner) at ``alpha`` whatever the number of optimizers.
+(Testing only against the best mean, p doubled, Holm over the k - 1 comparisons, called some
+equal optimizer worse in 7.4% of simulated studies of 8 equal optimizers at 5 seeds and 11% at 10,
+above its stated 5%: the best mean is the largest of 8, and doubling pays for a choice among 2.)
 
 Edge cases, decided:
 
 - No finished seed (n = 0): the optimizer is listed last with ``status="no_seeds"`` and is never
   a leader or the winner.
 - One seed (n = 1), on either side of a comparison: there is no variance to test with, so the
-  comparison is ``untestable`` (p-values ``None``). It is not a significant difference, so such
-  an optimizer stays among the leaders and no winner is declared: one seed cannot show anything.
+  pair is ``untestable`` (p-values ``None``) and left out of Holm's family. It is not a
+  significant difference, so such an optimizer stays among the leaders and no winner is
+  declared: one seed cannot show anything, for it or against it.
 - Zero variance on both sides (every seed gives the same value, e.g. identical accuracies), n >= 2
   each: the standard error is 0. A different mean is then exact on every seed tried: p = 0, a
   significant difference. An equal mean is no evidence either way: one-sided p = 0.5 (the limit
   of t = 0), a tie. Zero variance on one side only is ordinary Welch (the other side's variance
   and degrees of freedom).
 - Ties of means: the best is the first in (mean, more seeds, then the order given); tied means
-  give t = 0, p = 1 after doubling, so they are always tied leaders whichever is listed first.
+  give t = 0, a two-sided p of 1, so they are always tied leaders whichever is listed first.
 - One optimizer with seeds (others have none): ``outcome="single"``, no winner claimed.
 - Values must be finite: a seed that diverged is the caller's to count (as its last finite figure
   or as missing), never silently a NaN here.
@@ -48,14 +50,14 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TypeVar
 
-from scipy import stats
+from scipy import special
 
 DIRECTIONS = ("maximize", "minimize")
 DEFAULT_ALPHA = 0.05
 DEFAULT_CONFIDENCE = 0.95
 TEST = (
-    "Welch's t-test of the best mean against each other optimizer, one-sided in the direction "
-    "of the metric, p doubled for choosing the best after seeing the means, Holm-corrected"
+    "Welch's t-test, two-sided, between every pair of optimizers, Holm-corrected over all "
+    "pairs; an optimizer is worse when another one is better than it beyond seed noise"
 )
 TEST_SHORT = "Welch's t-test, Holm-corrected"
 
@@ -97,21 +99,22 @@ class Summary:
 
 @dataclass(frozen=True)
 class Comparison:
-    """The best optimizer against one other, on the seeds' values.
+    """One pair of optimizers, on the seeds' values: the better mean against the other.
 
     Attributes:
-        best: The optimizer with the best mean.
+        best: The optimizer of the pair with the better mean (in a standing: the optimizer that
+            beats this one most clearly, usually the best mean of all).
         other: The optimizer compared with it.
-        difference: How much better the best's mean is, in the metric's units and always >= 0
+        difference: How much better ``best``'s mean is, in the metric's units and >= 0
             (best - other when maximizing, other - best when minimizing).
         statistic: Welch's t (of that difference); ``None`` when untestable, ``inf`` when both
             sides have zero variance and the means differ.
         df: Welch-Satterthwaite degrees of freedom; ``None`` when untestable or undefined.
-        p_one_sided: P(a difference this large | the best is not better), one-sided.
-        p_value: ``p_one_sided`` doubled for picking the best after seeing the means (capped at 1).
-        p_adjusted: ``p_value`` after Holm's correction over all testable comparisons.
-        significant: ``p_adjusted <= alpha``: the other optimizer is worse beyond noise.
-        note: Why the comparison could not be tested, or what was special about it; else "".
+        p_one_sided: P(a difference this large | ``best`` is not better), one-sided.
+        p_value: The two-sided p-value (``p_one_sided`` doubled, capped at 1).
+        p_adjusted: ``p_value`` after Holm's correction over all testable pairs.
+        significant: ``p_adjusted <= alpha``: ``other`` is worse than ``best`` beyond noise.
+        note: Why the pair could not be tested, or what was special about it; else "".
     """
 
     best: str
@@ -138,9 +141,11 @@ class Standing:
         optimizer: Its name.
         rank: 1 for the best mean; optimizers without seeds come last with ``rank=None``.
         summary: Its figure over seeds.
-        status: ``"best"``, ``"tied"`` (not worse than the best beyond noise, or untestable),
-            ``"worse"`` (worse beyond noise) or ``"no_seeds"``.
-        comparison: Against the best (``None`` for the best itself and without seeds).
+        status: ``"best"``, ``"tied"`` (no other optimizer is better beyond noise),
+            ``"worse"`` (some other optimizer is better beyond noise) or ``"no_seeds"``.
+        comparison: Against the optimizer with a better mean that beats it most clearly (the
+            smallest adjusted p-value; the best mean when no pair is testable); ``None`` for the
+            best itself and without seeds.
     """
 
     optimizer: str
@@ -162,7 +167,7 @@ class Verdict:
         outcome: ``"winner"`` (the best beats every other beyond noise), ``"tied"`` (several
             leaders), ``"single"`` (only one optimizer has seeds) or ``"none"`` (none has).
         winner: The winner's name when ``outcome == "winner"``, else ``None``.
-        leaders: The best first, then every optimizer not worse than it beyond noise, by mean.
+        leaders: The best first, then every optimizer no other beats beyond noise, by mean.
         direction: ``"maximize"`` or ``"minimize"``.
         metric: Name of the figure compared (for the sentence).
         test: The test, in words.
@@ -309,7 +314,7 @@ def summarize(values: Sequence[float], confidence: float = DEFAULT_CONFIDENCE) -
     if n == 1:
         return Summary(1, mean, None, None, None, confidence, data)
     std = math.sqrt(math.fsum((x - mean) ** 2 for x in data) / (n - 1))
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+    half = float(special.stdtrit(n - 1, 0.5 + confidence / 2)) * std / math.sqrt(n)
     return Summary(n, mean, std, mean - half, mean + half, confidence, data)
 
 
@@ -348,12 +353,16 @@ def compare(
     other_values: Sequence[float],
     direction: str,
 ) -> Comparison:
-    """Welch's one-sided test that ``best`` is better than ``other`` (Holm not applied yet).
+    """Welch's test of ``best`` against ``other`` (Holm not applied yet): the one-sided p-value
+    that ``best`` is better and the two-sided one (``best`` should have the better mean).
 
     ``p_adjusted`` and ``significant`` of the result are provisional (``p_value`` and
     ``p_value <= DEFAULT_ALPHA``); ``decide`` sets them after Holm's correction.
     """
-    a, b = summarize(best_values), summarize(other_values)
+    return _compare(best, summarize(best_values), other, summarize(other_values), direction)
+
+
+def _compare(best: str, a: Summary, other: str, b: Summary, direction: str) -> Comparison:
     if a.mean is None or b.mean is None:
         raise ValueError("both optimizers need at least one value")
     difference = _sign(direction) * (a.mean - b.mean)
@@ -372,7 +381,7 @@ def compare(
     else:
         statistic = difference / se
         df = (va + vb) ** 2 / (va**2 / (a.n - 1) + vb**2 / (b.n - 1))
-        p_one = float(stats.t.sf(statistic, df))
+        p_one = float(special.stdtr(df, -statistic))  # Student-t survival function
         note = ""
     p_value = min(1.0, 2.0 * p_one)
     return Comparison(
@@ -430,22 +439,24 @@ def decide(
         sentence = "No verdict yet: no optimizer has a finished seed."
         return Verdict("none", None, [], standings=no_seeds, sentence=sentence, **base)
     best = ranked[0]
-    comparisons = [
-        compare(best, values[best], other, values[other], direction) for other in ranked[1:]
+    # Every pair, the better mean first; Holm over the testable ones.
+    pairs = [
+        _compare(a, summaries[a], b, summaries[b], direction)
+        for i, a in enumerate(ranked)
+        for b in ranked[i + 1 :]
     ]
-    testable = [c for c in comparisons if c.testable]
+    testable = [c for c in pairs if c.testable]
     adjusted = iter(holm([c.p_value for c in testable]))  # type: ignore[misc]
-    final: list[Comparison] = []
-    for c in comparisons:
+    judged = []
+    for c in pairs:
         if c.testable:
             p_adjusted = next(adjusted)
             c = replace(c, p_adjusted=p_adjusted, significant=p_adjusted <= alpha)
-        final.append(c)
+        judged.append(c)
     standings = [Standing(best, 1, summaries[best], "best")]
-    standings += [
-        Standing(c.other, rank, summaries[c.other], "worse" if c.significant else "tied", c)
-        for rank, c in enumerate(final, start=2)
-    ]
+    for rank, name in enumerate(ranked[1:], start=2):
+        c = _strongest(name, best, judged)
+        standings.append(Standing(name, rank, summaries[name], _status(name, judged), c))
     standings += no_seeds
     leaders = [s.optimizer for s in standings if s.leader]
     if len(ranked) == 1:
@@ -456,6 +467,22 @@ def decide(
         outcome, winner = "tied", None
     verdict = Verdict(outcome, winner, leaders, standings=standings, **base)
     return replace(verdict, sentence=verdict_sentence(verdict))
+
+
+def _status(name: str, pairs: Sequence[Comparison]) -> str:
+    """``"worse"`` when some optimizer beats ``name`` beyond noise, else ``"tied"``."""
+    return "worse" if any(c.other == name and c.significant for c in pairs) else "tied"
+
+
+def _strongest(name: str, best: str, pairs: Sequence[Comparison]) -> Comparison:
+    """The comparison shown for ``name``: against the better optimizer with the smallest
+    adjusted p-value (ties: the best mean first, then by mean); against the best mean when no
+    pair of ``name`` is testable."""
+    against = [c for c in pairs if c.other == name]
+    testable = [c for c in against if c.testable]
+    if not testable:
+        return next(c for c in against if c.best == best)
+    return min(testable, key=lambda c: c.p_adjusted)  # type: ignore[arg-type,return-value]
 
 
 def verdict_sentence(verdict: Verdict) -> str:

@@ -46,6 +46,7 @@ import yaml
 from service.cli import SERVICE_COMMANDS, build_app
 from service.client import DEFAULT_URL
 from service.config import Settings
+from service.study_requests import DEFAULT_CONFIRM
 from tests.deploy.compose import COMPOSE_FILE, REPO_ROOT, require_tool, venv_script
 from tests.deploy.conftest import clean_environment
 from tests.helpers import free_port, wait_until
@@ -534,7 +535,7 @@ def test_five_minute_tour(processes: Processes, sqlite_url: str, tmp_path: Path)
         (s1, study), (s2, trials), (s3, best) = http_answers(result)
         assert (s1, s2, s3) == (200, 200, 200), describe(result)
         assert study["status"] == "completed"
-        # 8 search trials per optimizer, then its best configs x 5 seeds of confirmation.
+        # 8 search trials per optimizer, then its best configs x 7 seeds of confirmation.
         assert study["progress"]["finished"] == study["progress"]["total"] > 24, study["progress"]
         assert study["phase"] == "completed"
         assert 0 < len(trials["items"]) <= 3, trials
@@ -560,7 +561,7 @@ def test_five_minute_tour(processes: Processes, sqlite_url: str, tmp_path: Path)
         assert verdict, "the sentence of the verdict is gone"
         assert " ".join(verdict[1].split()) == best["verdict"]["sentence"], best["verdict"]
         for row in best["optimizers"]:
-            assert row["confirmed"]["value"]["n"] == 5, row
+            assert row["confirmed"]["value"]["n"] == DEFAULT_CONFIRM[1], row
 
         # The same from the command line: create, watch until it completes, best, list.
         result = run_bash(cli.code, env=env, timeout=STUDY_TIMEOUT)
@@ -572,7 +573,7 @@ def test_five_minute_tour(processes: Processes, sqlite_url: str, tmp_path: Path)
         assert "Studies (2)" in result.stdout, describe(result)
         study = client.get("/api/v1/studies/digits-cli").json()
         assert study["status"] == "completed", study
-        # 8 search trials, then up to 3 distinct complete configs x 5 seeds each.
+        # 8 search trials, then up to 2 distinct complete configs x 7 seeds each.
         assert all(
             o["search_trials"] == 8 and o["finished"] == o["n_trials"] and o["confirm_trials"] > 0
             for o in study["optimizers"]

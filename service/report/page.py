@@ -225,7 +225,8 @@ def _verdict_section(data: StudyReport) -> str:
         "<tr><th>#</th><th>optimizer</th><th>verdict</th>"
         f"<th>{esc(data.metric)}: mean ± 95% CI</th>"
         f"<th>{esc(test_metric)}: mean ± 95% CI</th><th>seeds</th>"
-        "<th>p vs best (Holm)</th></tr>"
+        '<th title="against the optimizer that beats it most clearly">'
+        "p (Holm, all pairs)</th></tr>"
     )
     rows = "".join(
         _verdict_row(result, verdict.standing(result.optimizer), verdict.outcome, colours)

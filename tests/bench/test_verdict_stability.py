@@ -71,7 +71,32 @@ def test_tiny_run_through_the_service(bench, tmp_path, capsys):
     # The saved figures print the same report again, without running anything.
     bench.main(["--from-json", str(tmp_path / "out.json")])
     assert capsys.readouterr().out == printed
+    # The raw seeds are kept, and judging them again with the verdict code gives the service's
+    # verdicts and figures; on one seed per config nothing is testable, so nothing can win.
+    for r in results:
+        assert sorted(c.optimizer for c in r.confirmed) == ["adam", "gd"]
+        assert all(len(c.seeds) == 2 and c.seeds[0]["epochs"] == 2 for c in r.confirmed)
+    again = bench.main(["--from-json", str(tmp_path / "out.json"), "--rejudge"])
+    assert [(r.verdict_answer, r.confirm_epochs) for r in again] == [
+        (r.verdict_answer, r.confirm_epochs) for r in results
+    ]
+    assert [o.mean for r in again for o in r.optimizers] == [
+        o.mean for r in results for o in r.optimizers
+    ]
+    one = bench.main(["--from-json", str(tmp_path / "out.json"), "--judge-seeds", "1"])
+    assert all(r.outcome == "tied" and r.confirm_epochs == 2 * 2 for r in one)
+    capsys.readouterr()
     assert sorted(p.name for p in tmp_path.glob("*.db")) == [
         "verdict-seed0.db",
         "verdict-seed1.db",
     ]
+
+
+def test_simulation_prints_error_rates_and_power(bench):
+    text = bench.simulate(k=3, seeds=(3, 6), repeats=40)
+    lines = text.splitlines()
+    assert lines[0].startswith("3 optimizers, seeds normal with sd")
+    assert [line.split(" seeds:")[0].strip() for line in lines[1:]] == ["3", "6"]
+    # More seeds find a gap of 3 standard deviations more often (40 studies each: not noise).
+    found = [int(line.rsplit("3 sd ", 1)[1].split("%")[0]) for line in lines[1:]]
+    assert found[1] > found[0]
