@@ -181,7 +181,7 @@ def mutating_routes(client: TestClient) -> list[tuple[str, str]]:
 
 def test_every_mutating_request_needs_the_api_key(locked_client: TestClient) -> None:
     routes = mutating_routes(locked_client)
-    assert len(routes) == 7  # create, delete, stop, ask, report, renew, tell
+    assert len(routes) == 8  # create, delete, stop, ask, report, renew, tell, import
     for method, path in routes:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY}):
             response = locked_client.request(method, path, json={}, headers=headers)
