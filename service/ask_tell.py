@@ -21,6 +21,8 @@ out. A retried identical tell answers as the first did; a different second tell 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import optuna
@@ -133,18 +135,32 @@ def ask_trial(at: AskTell, name: str, *, lease_seconds: float) -> AskOut:
     )
     if claim is None:
         raise Conflict(_no_free_slot(at, name))
+    with starting(
+        at,
+        claim,
+        failure="the API could not start the trial",
+        taken_back="the study was deleted or stopped while the trial started",
+    ):
+        return _start_trial(at, claim, lease_seconds)
+
+
+@contextmanager
+def starting(at: AskTell, claim: Claim, *, failure: str, taken_back: str) -> Iterator[None]:
+    """Inside the block the claimed slot's trial is started, every Optuna write guarded by the
+    slot. If the block fails, the slot goes back (``lost``: its config is offered again) and a
+    slot taken back meanwhile (a delete, a stop) becomes a 409 saying ``taken_back``."""
     try:
         with at.guard.holding(claim.slot_id, claim.claim_token):
-            return _start_trial(at, claim, lease_seconds)
+            yield
     except BaseException as exc:
         release_slot(
             at.db,
             claim.slot_id,
-            Ending(SlotOutcome.LOST, reason=f"the API could not start the trial: {exc}"),
+            Ending(SlotOutcome.LOST, reason=f"{failure}: {exc}"),
             token=claim.claim_token,
         )
         if isinstance(exc, SlotTakenBack):
-            raise Conflict("the study was deleted or stopped while the trial started") from exc
+            raise Conflict(taken_back) from exc
         raise
 
 

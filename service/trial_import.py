@@ -32,13 +32,13 @@ from optuna.trial import FixedTrial, TrialState
 from optim_core.registry import OPTIMIZERS
 from optim_core.spaces import Dimension, Fixed, sample_space, space_from_json
 from service import optuna_bridge
-from service.ask_tell import AskTell, external_study
+from service.ask_tell import AskTell, external_study, starting
 from service.errors import Conflict, FieldError, InvalidRequest
-from service.lifecycle import Ending, claim_slot, finish_slot, release_slot, start_slot
+from service.lifecycle import claim_slot, finish_slot, start_slot
 from service.recovery import ending_of
 from service.slot_guard import SlotTakenBack
 from service.tables import StudyOptimizerRow
-from service.vocabulary import ACCEPTING_TRIALS, ConfigOrigin, SlotOutcome
+from service.vocabulary import ACCEPTING_TRIALS, ConfigOrigin
 from studies.warm_start import fit_to_space
 
 # The holder recorded on slots an import takes (for the moment it holds them).
@@ -260,41 +260,28 @@ def _import_one(at: AskTell, study_id: int, item: _Prepared) -> ImportedTrial:
             f"the study took no more {item.optimizer} trials (another client took the last "
             "slots, or the study was stopped)"
         )
-    try:
-        with at.guard.holding(claim.slot_id, claim.claim_token):
-            added = optuna_bridge.add_finished_trial(
-                at.storage,
-                item.optuna_study_name,
-                item.frozen(
-                    {
-                        optuna_bridge.SLOT_ATTR: claim.slot_id,
-                        optuna_bridge.ORIGIN_ATTR: ConfigOrigin.IMPORT,
-                        "worker": IMPORT_HOLDER,
-                    }
-                ),
-            )
-        started = start_slot(
+    taken_back = "the study was deleted or stopped while the trials were imported"
+    with starting(at, claim, failure="the import of this trial failed", taken_back=taken_back):
+        added = optuna_bridge.add_finished_trial(
+            at.storage,
+            item.optuna_study_name,
+            item.frozen(
+                {
+                    optuna_bridge.SLOT_ATTR: claim.slot_id,
+                    optuna_bridge.ORIGIN_ATTR: ConfigOrigin.IMPORT,
+                    "worker": IMPORT_HOLDER,
+                }
+            ),
+        )
+        if not start_slot(
             at.db,
             claim.slot_id,
             claim.claim_token,
             trial_id=added._trial_id,
             trial_number=added.number,
             params=item.values,
-        )
-        if not started:
+        ):
             raise SlotTakenBack(f"slot {claim.slot_id} was taken back before its trial started")
-    except BaseException as exc:
-        release_slot(
-            at.db,
-            claim.slot_id,
-            Ending(SlotOutcome.LOST, reason=f"the import of this trial failed: {exc}"),
-            token=claim.claim_token,
-        )
-        if isinstance(exc, SlotTakenBack):
-            raise Conflict(
-                "the study was deleted or stopped while the trials were imported"
-            ) from exc
-        raise
     if not finish_slot(at.db, claim.slot_id, ending_of(added), token=claim.claim_token):
-        raise Conflict("the study was deleted or stopped while the trials were imported")
+        raise Conflict(taken_back)
     return ImportedTrial(item.optimizer, added.number)

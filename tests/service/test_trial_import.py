@@ -131,7 +131,8 @@ def test_an_import_racing_a_delete_never_answers_500_and_leaves_nothing(
     client: TestClient, database_url: str
 ) -> None:
     """The study is deleted while a request of 100 trials is being imported: the import ends
-    with a clear 404 or 409 (or had finished), and the purge leaves no trial behind."""
+    with a clear 404 or 409 (503 when SQLite stays locked; or it had finished), and the purge
+    leaves no trial behind."""
     create_external(client, n_trials=100)
     trials = [trial(params={**ADAM, "lr": 0.001 + i * 1e-5}, value=float(i)) for i in range(100)]
     answer: dict[str, Any] = {}
@@ -149,7 +150,10 @@ def test_an_import_racing_a_delete_never_answers_500_and_leaves_nothing(
     finally:
         importer.join(timeout=120)
     response = answer["response"]
-    assert response.status_code in (200, 404, 409), response.text
+    # 503: on SQLite the purge can hold the write lock past the API's busy timeout; the import
+    # then stops with "try again shortly", the trials before it imported whole. Never a 500.
+    assert response.status_code != 500, response.text
+    assert response.status_code in (200, 404, 409, 503), response.text
     if response.status_code == 409:
         assert "trials were imported" in response.json()["detail"]
     wait_until(lambda: client.get(STUDY).status_code == 404, timeout=60, message="the purge")
