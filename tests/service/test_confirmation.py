@@ -94,8 +94,20 @@ def test_a_worker_killed_during_confirmation_is_replaced_with_exact_counts(
     assert study["status"] == "completed"
     if origin == "confirm":
         confirmed = api_best_seeds(server)
-        assert confirmed == [3, 3], "the killed seed ran again"
+        assert confirmed == [3, 3], f"the killed slot {lost.id} ran again: {slot_table(server)}"
     assert_exact_trials(database_url, "shaky", ["adam"], 9, failed=1)
+
+
+def slot_table(server: Server) -> str:
+    """Every slot of the study, a line each: what a failed count is read against."""
+    columns = ("id", "origin", "state", "outcome", "confirm_of", "holder", "reason", "params")
+    with inspector(server.database_url).connect() as conn:
+        rows = conn.execute(
+            sa.select(*(getattr(TrialSlotRow, c) for c in columns)).order_by(TrialSlotRow.id)
+        ).all()
+    return "\n".join(
+        " ".join(f"{c}={v}" for c, v in zip(columns, row, strict=True)) for row in rows
+    )
 
 
 def api_best_seeds(server: Server) -> list[int]:

@@ -20,6 +20,7 @@ from service.database import Database, db_now, make_optuna_storage
 from service.lifecycle import Ending, finish_slot, release_slot, start_slot
 from service.recovery import Recovered, ending_of, fail_orphaned_trials, recover
 from service.slot_guard import SlotGuard, SlotTakenBack
+from service.tables import StudyOptimizerRow
 from service.vocabulary import EXTERNAL_TASK, ConfigOrigin, SlotOutcome, SlotState, StudyStatus
 from tests.service.rows import (
     add_study,
@@ -209,6 +210,45 @@ def test_an_expired_lease_fails_its_trial_and_offers_its_params_again(
     assert retried_trial.params == late_params, "the next ask must get the expired params"
     assert not pairs(db, study_id)["adam"].planned_configs
     assert recover(db, storage, grace_period=GRACE) == Recovered()
+
+
+def test_a_planned_config_killed_before_its_first_suggest_runs_again(
+    db: Database, storage: optuna.storages.RDBStorage
+) -> None:
+    # A confirmation seed whose worker died after its slot started but before the objective
+    # suggested a parameter: its Optuna trial has no params, the slot's planned config does.
+    study_id = add_study(db, "early", optimizers=("adam",), n_trials=1)
+    create_optuna_studies(storage, "early", ("adam",))
+    planned = {"params": {"lr": 0.01}, "origin": ConfigOrigin.CONFIRM, "confirm_of": 7}
+    with db.write() as session:
+        pair = session.get_one(StudyOptimizerRow, pairs(db, study_id)["adam"].id)
+        pair.planned_configs = [planned]
+    slot = claim(db, "dead-worker")
+    assert slot is not None and slot.params == {"lr": 0.01}
+    study = optuna_bridge.load_study(storage, slot.optuna_study_name)
+    trial = optuna_bridge.start_trial(study, slot_id=slot.slot_id, origin=slot.origin)
+    assert start_slot(
+        db,
+        slot.slot_id,
+        slot.claim_token,
+        trial_id=trial._trial_id,
+        trial_number=0,
+        params=slot.params,
+    )
+    silence(db, slot.slot_id, 10 * GRACE)
+
+    assert recover(db, storage, grace_period=GRACE) == Recovered(released=1)
+
+    assert trial_state(storage, trial) == TrialState.FAIL
+    assert slot_row(db, slot.slot_id).params == {"lr": 0.01}
+    assert pairs(db, study_id)["adam"].planned_configs == [planned]
+    again = claim(db, "rescuer")
+    assert again is not None
+    assert (again.origin, again.params, again.confirm_of) == (
+        ConfigOrigin.CONFIRM,
+        {"lr": 0.01},
+        7,
+    )
 
 
 def test_recovery_racing_holders_ends_each_slot_exactly_once(
