@@ -1,30 +1,38 @@
 """Cost that does not grow with history: the API's reads and ask/report/tell at 1,000, 10,000 and
 100,000 stored trials, on SQLite and PostgreSQL.
 
-For each backend, one database grows step by step to each size. It is filled through the
-product's own bulk write path, in-process and without HTTP: the trial import of external studies
-(:func:`service.trial_import.import_trials`, what ``POST .../trials/import`` runs), which takes a
-slot per trial (:func:`service.lifecycle.claim_slot`), adds the finished Optuna trial (guarded by
-its slot) and starts and finishes the slot (:func:`service.lifecycle.finish_slot`, which keeps
-the counters and the best), exactly the rows ask/tell leaves behind. Each trial has random
-hyperparameters inside its space, a value that depends on them, and five per-epoch values; one in
-ten is pruned. The trials are those of external studies, as users would have them: one big study
-(8 optimizers, up to 7,200 trials, so that it still takes asks) and studies of 4 optimizers x
-1,000 trials. Several processes fill several studies at once.
+For each backend, one database grows step by step to each size and is copied there (a snapshot
+per size: SQLite's backup API, PostgreSQL's ``CREATE DATABASE ... TEMPLATE``). It is filled
+through the product's own bulk write path, in-process and without HTTP: the trial import of
+external studies (:func:`service.trial_import.import_trials`, what ``POST .../trials/import``
+runs), which takes a slot per trial (:func:`service.lifecycle.claim_slot`), adds the finished
+Optuna trial (guarded by its slot) and starts and finishes the slot
+(:func:`service.lifecycle.finish_slot`, which keeps the counters and the best), exactly the rows
+ask/tell leaves behind. Each trial has random hyperparameters inside its space, a value that
+depends on them, and five per-epoch values; one in ten is pruned. The trials are those of
+external studies, as users would have them: one big study (8 optimizers, up to 7,200 trials, so
+that it still takes asks) and studies of 4 optimizers x 1,000 trials. Several processes fill
+several studies at once.
 
-At each size a real API server (uvicorn) on that database answers every read endpoint
-(``--requests`` times each; median and p95), then ``--requests`` ask, report and tell cycles on
-the big study (random sampler) through HTTP. The sampler's own work is timed apart, in-process, on
-the big study's largest Optuna study: reading its history from the storage plus drawing one
-config, for the random, TPE and QMC samplers (only this part may grow with history: the cap of
-1,000 trials per optimizer bounds it).
+Then every size is measured side by side, so that the ratios hold on a noisy machine: one real
+API server (uvicorn) per snapshot, all up at once, taking turns request by request. Each read
+endpoint is asked ``--requests`` times per size (median and p95), then ``--requests`` ask,
+report and tell cycles run on the big study (random sampler) through HTTP. The sampler's own work
+is timed apart, in-process, on the big study's largest Optuna study: reading its history from
+the storage plus drawing one config, for the random, TPE and QMC samplers (only this part may
+grow with history: the cap of 1,000 trials per optimizer bounds it).
 
 Printed per backend: each figure at each size and its ratio to the figure at the first size, and
 the database size per trial. Goal: every read and the service's part of ask/report/tell within
 2x of its 1,000 figure at 100,000.
 
+Filling 100,000 trials takes about an hour per backend here (Optuna's own trial writes are most
+of it). ``--keep DIR`` keeps the databases (SQLite files under DIR, PostgreSQL databases
+``hpt_growth_*``), so a fill can be done once (``--fill-only``, resumed where it stopped) and
+measured by later runs with the same ``--keep``.
+
     .venv/bin/python bench/growth.py [--sizes 1000,10000,100000] [--backend sqlite|postgres|both]
-        [--requests 30] [--processes 2]
+        [--requests 30] [--processes 2] [--keep DIR] [--fill-only]
 """
 
 from __future__ import annotations
@@ -34,14 +42,16 @@ import logging
 import multiprocessing
 import os
 import secrets
+import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,31 +94,97 @@ FILL_CHUNK = 2000
 # --------------------------------------------------------------------------- databases
 
 
-@contextmanager
-def postgres_database() -> Iterator[str]:
+def _admin():
     import psycopg
 
-    name = f"hpt_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        base = POSTGRES_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+    return psycopg.connect(POSTGRES_ADMIN, autocommit=True)
+
+
+def _pg_url(name: str) -> str:
+    base = POSTGRES_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    return f"{base}/{name}"
+
+
+@dataclass(frozen=True)
+class SqliteStore:
+    """The growing database and its snapshots: files in ``directory``."""
+
+    directory: Path
+    name = "sqlite"
+
+    def fill_url(self) -> str:
+        return f"sqlite:///{self.directory}/fill.db"
+
+    def has_fill(self) -> bool:
+        return (self.directory / "fill.db").exists()
+
+    def snapshot(self, size: int) -> None:
+        # SQLite's backup API: a consistent copy, WAL included.
+        source = sqlite3.connect(self.directory / "fill.db")
+        target = sqlite3.connect(self.directory / f"at-{size}.db")
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+            source.close()
+
+    def snapshot_url(self, size: int) -> str | None:
+        path = self.directory / f"at-{size}.db"
+        return f"sqlite:///{path}" if path.exists() else None
+
+    def drop(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class PostgresStore:
+    """The growing database and its snapshots: databases ``<prefix>_fill``, ``<prefix>_<size>``."""
+
+    prefix: str
+    name = "postgres"
+
+    def _names(self) -> set[str]:
+        with _admin() as conn:
+            rows = conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{self.prefix}_%",)
+            ).fetchall()
+        return {row[0] for row in rows}
+
+    def fill_url(self) -> str:
+        name = f"{self.prefix}_fill"
+        if name not in self._names():
+            with _admin() as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+        return _pg_url(name)
+
+    def has_fill(self) -> bool:
+        return f"{self.prefix}_fill" in self._names()
+
+    def snapshot(self, size: int) -> None:
+        # A copy of the whole database; nobody may be connected to the fill meanwhile.
+        name = f"{self.prefix}_{size}"
+        with _admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.prefix}_fill"')
+
+    def snapshot_url(self, size: int) -> str | None:
+        name = f"{self.prefix}_{size}"
+        return _pg_url(name) if name in self._names() else None
+
+    def drop(self) -> None:
+        with _admin() as conn:
+            for name in self._names():
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@contextmanager
-def sqlite_database() -> Iterator[str]:
-    with tempfile.TemporaryDirectory() as directory:
-        yield f"sqlite:///{directory}/hpt.db"
-
-
-BACKENDS: dict[str, Callable[[], contextmanager]] = {
-    "sqlite": sqlite_database,
-    "postgres": postgres_database,
-}
+def open_store(backend: str, keep: Path | None) -> SqliteStore | PostgresStore:
+    """Where a backend's databases live: kept under ``keep`` (and a fixed PostgreSQL prefix) to
+    be measured again or filled further by a later run, else somewhere that is removed after."""
+    if backend == "sqlite":
+        directory = (keep / "sqlite") if keep else Path(tempfile.mkdtemp(prefix="hpt-growth-"))
+        directory.mkdir(parents=True, exist_ok=True)
+        return SqliteStore(directory)
+    return PostgresStore("hpt_growth" if keep else f"hpt_bench_{secrets.token_hex(4)}")
 
 
 def database_bytes(db: Database) -> int:
@@ -155,6 +231,27 @@ class Filler:
     stored: int = 0
     studies: list[tuple[str, int]] = field(default_factory=list)  # (name, capacity)
     filled: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def resume(
+        cls,
+        db: Database,
+        storage: optuna.storages.RDBStorage,
+        settings: Settings,
+        processes: int,
+    ) -> Filler:
+        """A filler that goes on from what the database already holds (nothing, at first)."""
+        filler = cls(db, storage, settings, processes)
+        with db.read() as session:
+            for study in session.scalars(sa.select(StudyRow).order_by(StudyRow.id)):
+                claimed = sum(pair.claimed for pair in study.optimizers)
+                capacity = (
+                    BIG_CAPACITY if study.name == BIG else len(study.optimizers) * PER_OPTIMIZER
+                )
+                filler.studies.append((study.name, capacity))
+                filler.filled[study.name] = claimed
+                filler.stored += claimed
+        return filler
 
     def new_study(self, name: str, optimizers: list[str]) -> None:
         create_study(
@@ -339,33 +436,41 @@ def read_paths(client: httpx.Client) -> dict[str, str]:
     }
 
 
-def measure_reads(client: httpx.Client, requests: int) -> dict[str, list[float]]:
-    paths = read_paths(client)
-    for path in paths.values():  # warm: connections, caches, imports
-        _timed(lambda path=path: client.get(path))
-    times: dict[str, list[float]] = {name: [] for name in paths}
-    # Interleaved, so a noisy moment of the shared machine spreads over all of them.
+def measure_reads(clients: dict[int, httpx.Client], requests: int) -> dict[int, dict]:
+    """Every read endpoint on every size's server, a request at a time each in turn, so that a
+    noisy moment of the shared machine falls on all sizes and endpoints alike."""
+    paths = {size: read_paths(client) for size, client in clients.items()}
+    for size, client in clients.items():  # warm: connections, caches, imports
+        for path in paths[size].values():
+            _timed(lambda path=path, client=client: client.get(path))
+    times: dict[int, dict[str, list[float]]] = {
+        size: {name: [] for name in paths[size]} for size in clients
+    }
     for _ in range(requests):
-        for name, path in paths.items():
-            times[name].append(_timed(lambda path=path: client.get(path))[0])
+        for name in paths[next(iter(clients))]:
+            for size, client in clients.items():
+                path = paths[size][name]
+                times[size][name].append(_timed(lambda p=path, c=client: c.get(p))[0])
     return times
 
 
-def measure_ask_tell(client: httpx.Client, requests: int) -> dict[str, list[float]]:
+def measure_ask_tell(clients: dict[int, httpx.Client], requests: int) -> dict[int, dict]:
+    """Ask, report and tell cycles on the big study of every size, the sizes taking turns."""
     base = f"/api/v1/studies/{BIG}/trials"
-    times: dict[str, list[float]] = {"ask": [], "report": [], "tell": []}
+    times = {size: {"ask": [], "report": [], "tell": []} for size in clients}
     for i in range(requests + 1):
-        elapsed, response = _timed(lambda: client.post(f"{base}/ask", json={}))
-        asked = response.json()
-        trial = f"{base}/{asked['optimizer']}/{asked['number']}"
-        report = {"step": 1, "value": 0.5, "lease": asked["lease"]}
-        reported, _ = _timed(lambda t=trial, r=report: client.post(f"{t}/report", json=r))
-        tell = {"value": 1.0 + i, "lease": asked["lease"]}
-        told, _ = _timed(lambda t=trial, r=tell: client.post(f"{t}/tell", json=r))
-        if i:  # the first cycle warms up
-            times["ask"].append(elapsed)
-            times["report"].append(reported)
-            times["tell"].append(told)
+        for size, client in clients.items():
+            elapsed, response = _timed(lambda c=client: c.post(f"{base}/ask", json={}))
+            asked = response.json()
+            trial = f"{base}/{asked['optimizer']}/{asked['number']}"
+            report = {"step": 1, "value": 0.5, "lease": asked["lease"]}
+            reported, _ = _timed(lambda c=client, t=trial, r=report: c.post(f"{t}/report", json=r))
+            tell = {"value": 1.0 + i, "lease": asked["lease"]}
+            told, _ = _timed(lambda c=client, t=trial, r=tell: c.post(f"{t}/tell", json=r))
+            if i:  # the first cycle warms up
+                times[size]["ask"].append(elapsed)
+                times[size]["report"].append(reported)
+                times[size]["tell"].append(told)
     return times
 
 
@@ -429,38 +534,74 @@ def _ms(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-def run_backend(backend: str, sizes: list[int], requests: int, processes: int) -> None:
-    results: dict[int, dict[str, list[float]]] = {}
-    per_trial: dict[int, float] = {}
-    fill_seconds: dict[int, float] = {}
-    with BACKENDS[backend]() as url, tempfile.TemporaryDirectory() as logs:
-        db = Database.connect(url)
-        upgrade_database(db)
-        storage = make_optuna_storage(url)
-        filler = Filler(db, storage, Settings(database_url=url), processes)
-        try:
-            for size in sizes:
-                started = time.monotonic()
-                filler.grow_to(size)
-                fill_seconds[size] = time.monotonic() - started
-                per_trial[size] = database_bytes(db) / size
-                print(
-                    f"# {backend}: {size} trials stored in {len(filler.studies)} studies "
-                    f"(filled in {fill_seconds[size]:.0f} s); measuring",
-                    flush=True,
+def fill_backend(store: SqliteStore | PostgresStore, sizes: list[int], processes: int) -> None:
+    """Grow the store's fill database to each size and snapshot it there; a size already
+    snapshotted is skipped, and a kept fill is grown on from where it stopped."""
+    url = store.fill_url()
+    db = Database.connect(url)
+    upgrade_database(db)
+    storage = make_optuna_storage(url)
+    filler = Filler.resume(db, storage, Settings(database_url=url), processes)
+    try:
+        for size in sizes:
+            if store.snapshot_url(size) is not None:
+                continue
+            if filler.stored > size:
+                raise SystemExit(
+                    f"{store.name}: the kept fill holds {filler.stored} trials, past {size}; "
+                    "measure without that size or start afresh without --keep"
                 )
-                with api_server(url, Path(logs) / f"api-{size}.log") as client:
-                    figures = measure_reads(client, requests)
-                    figures.update(measure_ask_tell(client, requests))
-                figures.update(measure_samplers(db, storage, requests))
-                results[size] = figures
-                # The asks and tells just measured added trials; they count from now on.
-                filler.stored += requests + 1
-                filler.filled[BIG] += requests + 1
-                _print_table(backend, results, per_trial)
+            started = time.monotonic()
+            filler.grow_to(size)
+            print(
+                f"# {store.name}: {size:,} trials stored in {len(filler.studies)} studies "
+                f"(filled in {time.monotonic() - started:.0f} s)",
+                flush=True,
+            )
+            storage.engine.dispose()
+            db.dispose()
+            store.snapshot(size)
+    finally:
+        storage.engine.dispose()
+        db.dispose()
+
+
+def measure_backend(store: SqliteStore | PostgresStore, sizes: list[int], requests: int) -> None:
+    """Measure every size's snapshot side by side: one API server per size, all up at once,
+    taking turns request by request; then print the table."""
+    urls = {size: store.snapshot_url(size) for size in sizes}
+    missing = [size for size, url in urls.items() if url is None]
+    if missing:
+        raise SystemExit(f"{store.name}: no snapshot at {missing}")
+    per_trial: dict[int, float] = {}
+    for size, url in urls.items():
+        db = Database.connect(url)
+        try:
+            per_trial[size] = database_bytes(db) / _stored(db)
+        finally:
+            db.dispose()
+    with tempfile.TemporaryDirectory() as logs, ExitStack() as servers:
+        clients = {
+            size: servers.enter_context(api_server(url, Path(logs) / f"api-{size}.log"))
+            for size, url in urls.items()
+        }
+        results = measure_reads(clients, requests)
+        for size, figures in measure_ask_tell(clients, requests).items():
+            results[size].update(figures)
+    for size, url in urls.items():
+        db = Database.connect(url)
+        storage = make_optuna_storage(url)
+        try:
+            results[size].update(measure_samplers(db, storage, requests))
         finally:
             storage.engine.dispose()
             db.dispose()
+    _print_table(store.name, results, per_trial)
+
+
+def _stored(db: Database) -> int:
+    with db.read() as session:
+        return session.scalar(sa.select(sa.func.sum(StudyOptimizerRow.claimed))) or 0
 
 
 def _print_table(
@@ -488,15 +629,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
-    parser.add_argument("--requests", type=int, default=30)
-    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--requests", type=int, default=30, help="per figure and size")
+    parser.add_argument("--processes", type=int, default=2, help="fill processes")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="keep the databases (SQLite files here, PostgreSQL databases hpt_growth_*): a "
+        "later run with the same --keep fills on from them or only measures",
+    )
+    parser.add_argument("--fill-only", action="store_true", help="fill and snapshot; no measuring")
     args = parser.parse_args()
     sizes = sorted(int(size) for size in args.sizes.split(","))
     logging.getLogger("optuna").setLevel(logging.WARNING)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    chosen = list(BACKENDS) if args.backend == "both" else [args.backend]
+    chosen = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     for backend in chosen:
-        run_backend(backend, sizes, args.requests, args.processes)
+        store = open_store(backend, args.keep)
+        try:
+            fill_backend(store, sizes, args.processes)
+            if not args.fill_only:
+                measure_backend(store, sizes, args.requests)
+        finally:
+            if args.keep is None:
+                store.drop()
 
 
 if __name__ == "__main__":

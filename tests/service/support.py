@@ -210,7 +210,8 @@ def freeze_during_trial(
     *,
     with_heartbeat: bool = False,
 ) -> TrialSlotRow:
-    """SIGSTOP ``worker`` at a moment it is training a trial; returns that trial's slot.
+    """SIGSTOP ``worker`` at a moment it is training a trial (its slot running, its Optuna trial
+    not yet told); returns that trial's slot.
 
     A trial of two epochs lasts a fraction of a second, too short to hit with a signal at will;
     freezing the worker and looking makes "while a trial runs" certain instead of likely. On
@@ -226,6 +227,8 @@ def freeze_during_trial(
         running = [s for s in slots_of(engine, worker) if s.state == "running"]
         if (
             running
+            # Not between telling Optuna and recording it on the slot: then the trial is over.
+            and optuna_trial_state(engine, running[-1].trial_id) == "RUNNING"
             and not _holds_sqlite_write_lock(engine)
             and (not with_heartbeat or has_heartbeat(engine, running[-1].trial_id))
         ):
