@@ -41,6 +41,23 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     return report
 
 
+# Fixtures that start real processes (servers, workers, compose services): such a test takes
+# seconds to a minute, most of the suite's time.
+PROCESS_FIXTURES = frozenset({"processes", "local_processes"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Longest first: xdist hands tests out in this order, so the slow process tests start at
+    # once, side by side, and the many quick ones fill the gaps instead of a slow one coming
+    # last and running alone. The order is the same in every xdist worker (a stable sort).
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("slow") is None,
+            not PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())),
+        )
+    )
+
+
 def running_under_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 

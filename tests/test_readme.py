@@ -509,6 +509,7 @@ def assert_shown_as(shown: Any, actual: Any, where: str = "") -> None:
         assert shown == actual, f"README shows {where} = {shown!r}, the run gave {actual!r}"
 
 
+@pytest.mark.slow
 def test_five_minute_tour(processes: Processes, sqlite_url: str, tmp_path: Path) -> None:
     scratch_dir = tmp_path / "cwd"
     scratch_dir.mkdir()

@@ -151,6 +151,7 @@ def _race(
     results.put((holder, got, error))
 
 
+@pytest.mark.slow
 def test_racing_processes_keep_n_trials_exact_without_lock_errors(
     db: Database, database_url: str
 ) -> None:

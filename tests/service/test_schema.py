@@ -279,6 +279,7 @@ def version_of(url: str) -> str | None:
 # --------------------------------------------------------------------------- tests
 
 
+@pytest.mark.slow
 def test_a_first_release_database_is_upgraded_once_and_read_back_through_the_api(
     database_url: str, start_server: Callable[..., Server]
 ) -> None:

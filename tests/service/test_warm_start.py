@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from tests.service.support import Server, ServiceProcess, create_study, wait_for_status
 
 STUDY_TIMEOUT = 180.0
@@ -29,6 +31,7 @@ def _origins(api, name: str) -> list[tuple[str, dict]]:
     return [(t["origin"], t["params"]) for t in sorted(trials, key=lambda t: t["number"])]
 
 
+@pytest.mark.slow
 def test_portfolio_then_catalogue_then_sampler_with_origins(
     database_url: str,
     start_server: Callable[..., Server],
