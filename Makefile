@@ -51,7 +51,7 @@ lint: $(INSTALLED)
 
 test: $(INSTALLED) test-system-deps postgres-up
 	$(BIN)/ruff check .
-	$(BIN)/pytest --numprocesses=4 $(ARGS)
+	$(BIN)/pytest --numprocesses=4 --maxschedchunk=1 $(ARGS)
 
 bench: $(INSTALLED)
 	@set -e; for script in bench/*.py; do \

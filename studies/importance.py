@@ -29,16 +29,16 @@ import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.importance import (
-    BaseImportanceEvaluator,
-    FanovaImportanceEvaluator,
-    PedAnovaImportanceEvaluator,
-    get_param_importances,
-)
 from optuna.trial import FrozenTrial, TrialState
+
+if TYPE_CHECKING:
+    from optuna.importance import BaseImportanceEvaluator
+
+# optuna.importance is imported where it is used: it imports scikit-learn (for fANOVA), a second
+# of start-up that the API would pay on every start for a report it may never draw.
 
 MIN_TRIALS = 10
 MIN_TOP_TRIALS = 3
@@ -47,11 +47,15 @@ ONE_MINUS_PREFIX = "one_minus_"  # optim_core.spaces.OneMinus.optuna_name_prefix
 
 
 def _ped_anova(n_trials: int) -> BaseImportanceEvaluator:
+    from optuna.importance import PedAnovaImportanceEvaluator
+
     quantile = min(0.5, max(PED_ANOVA_QUANTILE, MIN_TOP_TRIALS / n_trials))
     return PedAnovaImportanceEvaluator(target_quantile=quantile)
 
 
 def _fanova(n_trials: int) -> BaseImportanceEvaluator:
+    from optuna.importance import FanovaImportanceEvaluator
+
     return FanovaImportanceEvaluator(seed=0)
 
 
@@ -140,6 +144,8 @@ def param_importances(
     if len(searched) < 2:
         what = f"only {hyperparameter_key(searched[0])}" if searched else "none"
         return _empty(result, f"one searched hyperparameter or fewer ({what}): nothing to rank")
+    from optuna.importance import get_param_importances
+
     study = optuna.create_study(direction=direction)
     study.add_trials(usable)
     try:

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 import numpy as np
-from sklearn.datasets import load_breast_cancer
 from torch import nn
 
 from studies.tasks.base import Direction
@@ -32,6 +31,8 @@ class BreastCancerLogReg(ClassificationTask):
     default_epochs = 20
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.datasets import load_breast_cancer  # scikit-learn only where data is loaded
+
         return load_breast_cancer(return_X_y=True)
 
     def build_model(self) -> nn.Module:

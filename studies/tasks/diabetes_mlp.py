@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.datasets import load_diabetes
 from torch import nn
 
 from studies.tasks.supervised import RegressionTask
@@ -19,6 +18,8 @@ class DiabetesMLP(RegressionTask):
     default_epochs = 30
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.datasets import load_diabetes  # scikit-learn only where data is loaded
+
         return load_diabetes(return_X_y=True)
 
     def build_model(self) -> nn.Module:

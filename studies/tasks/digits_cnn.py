@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.datasets import load_digits
 from torch import nn
 
 from studies.tasks.supervised import ClassificationTask
@@ -19,6 +18,8 @@ class DigitsCNN(ClassificationTask):
     input_shape = (1, 8, 8)
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.datasets import load_digits  # scikit-learn only where data is loaded
+
         return load_digits(return_X_y=True)
 
     def build_model(self) -> nn.Module:

@@ -9,7 +9,6 @@ from types import MappingProxyType
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.model_selection import train_test_split
 from torch import nn
 
 from studies.tasks.base import Direction, LossKind, Split, Task, TaskData
@@ -26,6 +25,10 @@ def split_arrays(
     Returns:
         ``x_train, y_train, x_val, y_val, x_test, y_test``.
     """
+    # Imported here, as the datasets are: a process that never loads data (the API, which
+    # imports every task to describe it) does not pay scikit-learn's import time.
+    from sklearn.model_selection import train_test_split
+
     held_out = VAL_FRACTION + TEST_FRACTION
     x_train, x_rest, y_train, y_rest = train_test_split(
         x, y, test_size=held_out, random_state=seed, stratify=y if stratify else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.datasets import load_wine
 from torch import nn
 
 from studies.tasks.supervised import ClassificationTask
@@ -17,6 +16,8 @@ class WineMLP(ClassificationTask):
     default_epochs = 30
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.datasets import load_wine  # scikit-learn only where data is loaded
+
         return load_wine(return_X_y=True)
 
     def build_model(self) -> nn.Module:
