@@ -105,6 +105,21 @@ def _pg_url(name: str) -> str:
     return f"{base}/{name}"
 
 
+def _copy_sqlite(source: Path, target: Path) -> None:
+    """SQLite's backup API (a consistent copy, WAL included) into a file that gets its name only
+    once it is whole: an interrupted copy never passes for a snapshot."""
+    partial = target.with_name(target.name + ".partial")
+    partial.unlink(missing_ok=True)
+    reader = sqlite3.connect(source)
+    writer = sqlite3.connect(partial)
+    try:
+        reader.backup(writer)
+    finally:
+        writer.close()
+        reader.close()
+    os.replace(partial, target)
+
+
 @dataclass(frozen=True)
 class SqliteStore:
     """The growing database and its snapshots: files in ``directory``."""
@@ -115,22 +130,24 @@ class SqliteStore:
     def fill_url(self) -> str:
         return f"sqlite:///{self.directory}/fill.db"
 
-    def has_fill(self) -> bool:
-        return (self.directory / "fill.db").exists()
-
     def snapshot(self, size: int) -> None:
-        # SQLite's backup API: a consistent copy, WAL included.
-        source = sqlite3.connect(self.directory / "fill.db")
-        target = sqlite3.connect(self.directory / f"at-{size}.db")
-        try:
-            source.backup(target)
-        finally:
-            target.close()
-            source.close()
+        _copy_sqlite(self.directory / "fill.db", self.directory / f"at-{size}.db")
 
     def snapshot_url(self, size: int) -> str | None:
         path = self.directory / f"at-{size}.db"
         return f"sqlite:///{path}" if path.exists() else None
+
+    @contextmanager
+    def scratch(self, size: int) -> Iterator[str]:
+        """A copy of the snapshot at ``size`` to measure on (the asks and tells write to it),
+        removed after: the snapshot stays as it was filled."""
+        path = self.directory / f"scratch-{size}.db"
+        _copy_sqlite(self.directory / f"at-{size}.db", path)
+        try:
+            yield f"sqlite:///{path}"
+        finally:
+            for leftover in self.directory.glob(f"scratch-{size}.db*"):
+                leftover.unlink()
 
     def drop(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -157,19 +174,29 @@ class PostgresStore:
                 conn.execute(f'CREATE DATABASE "{name}"')
         return _pg_url(name)
 
-    def has_fill(self) -> bool:
-        return f"{self.prefix}_fill" in self._names()
-
-    def snapshot(self, size: int) -> None:
-        # A copy of the whole database; nobody may be connected to the fill meanwhile.
-        name = f"{self.prefix}_{size}"
+    def _copy(self, source: str, name: str) -> None:
+        # A copy of the whole database (nobody may be connected to the source meanwhile).
         with _admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.prefix}_fill"')
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
+
+    def snapshot(self, size: int) -> None:
+        self._copy(f"{self.prefix}_fill", f"{self.prefix}_{size}")
 
     def snapshot_url(self, size: int) -> str | None:
         name = f"{self.prefix}_{size}"
         return _pg_url(name) if name in self._names() else None
+
+    @contextmanager
+    def scratch(self, size: int) -> Iterator[str]:
+        """A copy of the snapshot at ``size`` to measure on, dropped after."""
+        name = f"{self.prefix}_scratch_{size}"
+        self._copy(f"{self.prefix}_{size}", name)
+        try:
+            yield _pg_url(name)
+        finally:
+            with _admin() as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def drop(self) -> None:
         with _admin() as conn:
@@ -569,33 +596,35 @@ def fill_backend(store: SqliteStore | PostgresStore, sizes: list[int], processes
 def measure_backend(store: SqliteStore | PostgresStore, sizes: list[int], requests: int) -> None:
     """Measure every size's snapshot side by side: one API server per size, all up at once,
     taking turns request by request; then print the table."""
-    urls = {size: store.snapshot_url(size) for size in sizes}
-    missing = [size for size, url in urls.items() if url is None]
+    missing = [size for size in sizes if store.snapshot_url(size) is None]
     if missing:
         raise SystemExit(f"{store.name}: no snapshot at {missing}")
     per_trial: dict[int, float] = {}
-    for size, url in urls.items():
-        db = Database.connect(url)
-        try:
-            per_trial[size] = database_bytes(db) / _stored(db)
-        finally:
-            db.dispose()
-    with tempfile.TemporaryDirectory() as logs, ExitStack() as servers:
-        clients = {
-            size: servers.enter_context(api_server(url, Path(logs) / f"api-{size}.log"))
-            for size, url in urls.items()
-        }
-        results = measure_reads(clients, requests)
-        for size, figures in measure_ask_tell(clients, requests).items():
-            results[size].update(figures)
-    for size, url in urls.items():
-        db = Database.connect(url)
-        storage = make_optuna_storage(url)
-        try:
-            results[size].update(measure_samplers(db, storage, requests))
-        finally:
-            storage.engine.dispose()
-            db.dispose()
+    with tempfile.TemporaryDirectory() as logs, ExitStack() as stack:
+        # Measured on copies: the asks and tells write, and a kept snapshot must stay as filled.
+        urls = {size: stack.enter_context(store.scratch(size)) for size in sizes}
+        for size, url in urls.items():
+            db = Database.connect(url)
+            try:
+                per_trial[size] = database_bytes(db) / _stored(db)
+            finally:
+                db.dispose()
+        with ExitStack() as servers:
+            clients = {
+                size: servers.enter_context(api_server(url, Path(logs) / f"api-{size}.log"))
+                for size, url in urls.items()
+            }
+            results = measure_reads(clients, requests)
+            for size, figures in measure_ask_tell(clients, requests).items():
+                results[size].update(figures)
+        for size, url in urls.items():
+            db = Database.connect(url)
+            storage = make_optuna_storage(url)
+            try:
+                results[size].update(measure_samplers(db, storage, requests))
+            finally:
+                storage.engine.dispose()
+                db.dispose()
     _print_table(store.name, results, per_trial)
 
 
@@ -634,8 +663,8 @@ def main() -> None:
     parser.add_argument(
         "--keep",
         type=Path,
-        help="keep the databases (SQLite files here, PostgreSQL databases hpt_growth_*): a "
-        "later run with the same --keep fills on from them or only measures",
+        help="keep the databases (SQLite files here; PostgreSQL databases hpt_growth_*, the same "
+        "for every DIR): a later run with --keep fills on from them, or only measures",
     )
     parser.add_argument("--fill-only", action="store_true", help="fill and snapshot; no measuring")
     args = parser.parse_args()

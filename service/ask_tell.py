@@ -397,7 +397,7 @@ def tell_outcome(
             slot.id,
             Ending(
                 SlotOutcome.FAILED,
-                params=optuna_bridge.hyperparameters(frozen),
+                params=optuna_bridge.recorded_hyperparameters(frozen),
                 reason="the client told the trial failed",
                 record=optuna_bridge.trial_record(frozen),
             ),

@@ -648,8 +648,9 @@ def _end(
     if ending.test_metrics is not None:
         values["test_metrics"] = dict(ending.test_metrics)
     if ending.params:
-        # A trial killed before its objective suggested anything has no params of its own: the
-        # slot keeps the planned config it was claimed with, so a retry runs that config again.
+        # A trial that died before its config was recorded brings none (see
+        # optuna_bridge.recorded_hyperparameters): the slot keeps the config it was claimed
+        # with, so a retry runs that config again.
         values["params"] = dict(ending.params)
     if ending.record is not None:
         values["record"] = dict(ending.record)

@@ -202,8 +202,17 @@ def slot_of(trial: FrozenTrial) -> int | None:
 
 def hyperparameters(trial: FrozenTrial) -> dict[str, Any]:
     """The user-facing values of a trial (``beta1``, not Optuna's ``one_minus_beta1``)."""
+    recorded = recorded_hyperparameters(trial)
+    return recorded if recorded is not None else dict(trial.params)
+
+
+def recorded_hyperparameters(trial: FrozenTrial) -> dict[str, Any] | None:
+    """A trial's whole config in user-facing values once it is recorded (the objective, or ask,
+    sets ``hyperparameters`` after the last suggest); ``None`` before. What a slot given back
+    keeps: a trial that died while suggesting holds only some params, under Optuna's names, and
+    its slot must keep the config it was claimed with so that the retry runs that config."""
     values = trial.user_attrs.get("hyperparameters")
-    return dict(values) if isinstance(values, Mapping) else dict(trial.params)
+    return dict(values) if isinstance(values, Mapping) else None
 
 
 # The user attributes of a trial that its record keeps (what the trials API shows of it).

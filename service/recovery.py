@@ -133,7 +133,9 @@ def _settle(
         )
     if trial is not None:
         ending = Ending(
-            ending.outcome, params=optuna_bridge.hyperparameters(trial), reason=ending.reason
+            ending.outcome,
+            params=optuna_bridge.recorded_hyperparameters(trial),
+            reason=ending.reason,
         )
     if not release_slot(
         db, stale.slot_id, ending, token=token, max_failed_trials=max_failed_trials

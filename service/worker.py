@@ -304,11 +304,13 @@ class Worker:
         if outage_during_trial:
             # The database went away under the trial: not the config's fault.
             return Ending(
-                SlotOutcome.LOST, params=optuna_bridge.hyperparameters(frozen), reason=reason
+                SlotOutcome.LOST,
+                params=optuna_bridge.recorded_hyperparameters(frozen),
+                reason=reason,
             )
         return Ending(
             SlotOutcome.FAILED,
-            params=optuna_bridge.hyperparameters(frozen),
+            params=optuna_bridge.recorded_hyperparameters(frozen),
             reason=reason,
             record=optuna_bridge.trial_record(frozen),
         )

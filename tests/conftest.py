@@ -47,10 +47,11 @@ PROCESS_FIXTURES = frozenset({"processes", "local_processes"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Longest first: `make test` has xdist hand tests out one at a time in this order
-    # (--maxschedchunk=1), so the slow process tests start at once, side by side, and the many
-    # quick ones fill the gaps instead of a slow one coming last and running alone. The order is
-    # the same in every xdist worker (a stable sort).
+    # Longest first: `make test` has xdist hand tests out in this order, two queued per worker
+    # at most (--maxschedchunk=1; without it each worker takes a quarter of its share in one
+    # block), so the slow process tests start at once, side by side, and the many quick ones fill
+    # the gaps instead of a slow one coming last and running alone. The order is the same in
+    # every xdist worker (a stable sort).
     items.sort(
         key=lambda item: (
             item.get_closest_marker("slow") is None,

@@ -95,6 +95,7 @@ def test_a_worker_killed_during_confirmation_is_replaced_with_exact_counts(
     if origin == "confirm":
         confirmed = api_best_seeds(server)
         assert confirmed == [3, 3], f"the killed slot {lost.id} ran again: {slot_table(server)}"
+        assert_confirmed_their_config(server)
     assert_exact_trials(database_url, "shaky", ["adam"], 9, failed=1)
 
 
@@ -108,6 +109,19 @@ def slot_table(server: Server) -> str:
     return "\n".join(
         " ".join(f"{c}={v}" for c, v in zip(columns, row, strict=True)) for row in rows
     )
+
+
+def assert_confirmed_their_config(server: Server) -> None:
+    """Every confirmation seed ran the config it confirms, all of it (a retried one too)."""
+    with inspector(server.database_url).connect() as conn:
+        params = dict(conn.execute(sa.select(TrialSlotRow.id, TrialSlotRow.params)).all())
+        seeds = conn.execute(
+            sa.select(TrialSlotRow.id, TrialSlotRow.confirm_of).where(
+                TrialSlotRow.origin == "confirm", TrialSlotRow.state == "finished"
+            )
+        ).all()
+    for slot_id, confirm_of in seeds:
+        assert params[slot_id] == params[confirm_of], f"slot {slot_id}: {slot_table(server)}"
 
 
 def api_best_seeds(server: Server) -> list[int]:

@@ -212,21 +212,26 @@ def test_an_expired_lease_fails_its_trial_and_offers_its_params_again(
     assert recover(db, storage, grace_period=GRACE) == Recovered()
 
 
-def test_a_planned_config_killed_before_its_first_suggest_runs_again(
-    db: Database, storage: optuna.storages.RDBStorage
+@pytest.mark.parametrize("suggested", [(), ("lr", "one_minus_beta1")], ids=["none", "some"])
+def test_a_planned_config_killed_before_it_was_recorded_runs_again_whole(
+    db: Database, storage: optuna.storages.RDBStorage, suggested: tuple[str, ...]
 ) -> None:
-    # A confirmation seed whose worker died after its slot started but before the objective
-    # suggested a parameter: its Optuna trial has no params, the slot's planned config does.
+    # A confirmation seed whose worker died after its slot started, before the objective
+    # recorded the whole config: its Optuna trial holds no params, or some of them under
+    # Optuna's names. The retry must run the planned config, all of it.
     study_id = add_study(db, "early", optimizers=("adam",), n_trials=1)
     create_optuna_studies(storage, "early", ("adam",))
-    planned = {"params": {"lr": 0.01}, "origin": ConfigOrigin.CONFIRM, "confirm_of": 7}
+    config = {"lr": 0.01, "beta1": 0.8, "beta2": 0.99, "batch_size": 32}
+    planned = {"params": config, "origin": ConfigOrigin.CONFIRM, "confirm_of": 7}
     with db.write() as session:
         pair = session.get_one(StudyOptimizerRow, pairs(db, study_id)["adam"].id)
         pair.planned_configs = [planned]
     slot = claim(db, "dead-worker")
-    assert slot is not None and slot.params == {"lr": 0.01}
+    assert slot is not None and slot.params == config
     study = optuna_bridge.load_study(storage, slot.optuna_study_name)
     trial = optuna_bridge.start_trial(study, slot_id=slot.slot_id, origin=slot.origin)
+    for name in suggested:
+        trial.suggest_float(name, 1e-4, 0.5, log=True)
     assert start_slot(
         db,
         slot.slot_id,
@@ -240,15 +245,11 @@ def test_a_planned_config_killed_before_its_first_suggest_runs_again(
     assert recover(db, storage, grace_period=GRACE) == Recovered(released=1)
 
     assert trial_state(storage, trial) == TrialState.FAIL
-    assert slot_row(db, slot.slot_id).params == {"lr": 0.01}
+    assert slot_row(db, slot.slot_id).params == config
     assert pairs(db, study_id)["adam"].planned_configs == [planned]
     again = claim(db, "rescuer")
     assert again is not None
-    assert (again.origin, again.params, again.confirm_of) == (
-        ConfigOrigin.CONFIRM,
-        {"lr": 0.01},
-        7,
-    )
+    assert (again.origin, again.params, again.confirm_of) == (ConfigOrigin.CONFIRM, config, 7)
 
 
 def test_recovery_racing_holders_ends_each_slot_exactly_once(
