@@ -50,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ from service import optuna_bridge
 from service.ask_tell import AskTell
 from service.config import Settings
 from service.database import Database, make_optuna_storage
+from service.errors import Conflict
 from service.schema import upgrade_database
 from service.schemas import MAX_IMPORTED_TRIALS
 from service.slot_guard import SlotGuard
@@ -320,7 +322,7 @@ class Filler:
             missing -= take
         # Chunks of a study run side by side, as several clients of one study would.
         chunks = [
-            (self.db.url, name, min(FILL_CHUNK, count - start))
+            (self.db.url, name, min(FILL_CHUNK, count - start), self.filled[name] + start)
             for name, count in plan
             for start in range(0, count, FILL_CHUNK)
         ]
@@ -332,35 +334,52 @@ class Filler:
         self.stored = size
 
 
-def fill_study(url: str, name: str, count: int) -> None:
-    """Import ``count`` trials into study ``name`` (one process), a request's worth at a time."""
+def fill_study(url: str, name: str, count: int, first: int) -> None:
+    """Import ``count`` trials into study ``name`` (one process), a request's worth at a time;
+    ``first`` (the study's trials before this chunk's) seeds their hyperparameters.
+
+    Several processes may fill one study: each batch is planned on the free slots read just
+    before it, and a batch that another process's import made too big (a 409, nothing imported)
+    is planned again.
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     db = Database.connect(url)
     storage = make_optuna_storage(url)
     at = AskTell(db, storage, SlotGuard.install(storage.engine))
     try:
-        with db.read() as session:
-            study_id = session.scalar(sa.select(StudyRow.id).where(StudyRow.name == name))
-            free = {
-                pair.optimizer: (pair.n_trials - pair.claimed, dict(pair.search_space))
-                for pair in session.scalars(
-                    sa.select(StudyOptimizerRow).where(StudyOptimizerRow.study_id == study_id)
-                )
-            }
-        draw = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=count + study_id))
+        seed = zlib.crc32(f"{name}/{first}".encode())
+        draw = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
         left = count
         while left:
+            free = _free_slots(db, name)
             batch = []
-            for _ in range(min(left, MAX_IMPORTED_TRIALS)):
+            for _ in range(min(left, MAX_IMPORTED_TRIALS, sum(r for r, _ in free.values()))):
                 optimizer = max(free, key=lambda o: free[o][0])  # the emptiest, as claims go
                 room, raw_space = free[optimizer]
                 free[optimizer] = (room - 1, raw_space)
                 batch.append(random_trial(draw, optimizer, raw_space))
-            import_trials(at, name, batch)
+            if not batch:
+                raise SystemExit(f"study {name!r} is full with {left} trials still to import")
+            try:
+                import_trials(at, name, batch)
+            except Conflict:
+                continue  # another process took some of those slots first: plan again
             left -= len(batch)
     finally:
         storage.engine.dispose()
         db.dispose()
+
+
+def _free_slots(db: Database, name: str) -> dict[str, tuple[int, dict]]:
+    """Per optimizer of study ``name``: its free slots and its search space."""
+    with db.read() as session:
+        pairs = session.scalars(
+            sa.select(StudyOptimizerRow).join(StudyRow).where(StudyRow.name == name)
+        )
+        return {
+            pair.optimizer: (pair.n_trials - pair.claimed, dict(pair.search_space))
+            for pair in pairs
+        }
 
 
 def random_trial(draw: optuna.Study, optimizer: str, raw_space: dict) -> TrialToImport:

@@ -117,6 +117,17 @@ class TrialSlotRow(Base):
             "ix_hpt_trial_slots_pair_state_number", "study_optimizer_id", "state", "trial_number"
         ),
         sa.Index("ix_hpt_trial_slots_state_heartbeat", "state", "heartbeat_at"),
+        # The trials list: every filter it offers and the ids it sorts, in one index, so that
+        # its count and its page read no slot row (a row carries its record) however big the
+        # study; only the page's own rows are read after.
+        sa.Index(
+            "ix_hpt_trial_slots_pair_listing",
+            "study_optimizer_id",
+            "state",
+            "outcome",
+            "trial_id",
+            "id",
+        ),
         NEVER_REUSED_IDS,
     )
 
