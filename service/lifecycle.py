@@ -596,8 +596,11 @@ def release_slot(
                 StudyOptimizerRow.study_id, StudyOptimizerRow.failed, StudyOptimizerRow.optimizer
             )
         ).one()
-        retried = ending.outcome in RETRIED_OUTCOMES or (
-            slot["origin"] == ConfigOrigin.CONFIRM and ending.outcome != SlotOutcome.REVOKED
+        # An imported trial's config is the client's own, sent again by the client if it wants
+        # (its 409 says which trials were imported): it is never offered to the next claim.
+        retried = slot["origin"] != ConfigOrigin.IMPORT and (
+            ending.outcome in RETRIED_OUTCOMES
+            or (slot["origin"] == ConfigOrigin.CONFIRM and ending.outcome != SlotOutcome.REVOKED)
         )
         if retried and slot["params"]:
             pair = session.get_one(StudyOptimizerRow, pair_id)

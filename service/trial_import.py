@@ -43,6 +43,11 @@ from studies.warm_start import fit_to_space
 
 # The holder recorded on slots an import takes (for the moment it holds them).
 IMPORT_HOLDER = "import"
+# An import's slot is held for one trial's writes, and no heartbeat is sent meanwhile: it is
+# leased, so recovery judges it by this lease, not by the heartbeat's grace period, which a slow
+# database could outlast (the import then lost its slot to recovery part way). If the API dies
+# mid-trial, the slot is collected when the lease runs out.
+IMPORT_LEASE_SECONDS = 120.0
 _STATES = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED}
 
 
@@ -254,6 +259,7 @@ def _import_one(at: AskTell, study_id: int, item: _Prepared) -> ImportedTrial:
         external=True,
         optimizer=item.optimizer,
         bringing=ConfigOrigin.IMPORT,
+        lease_seconds=IMPORT_LEASE_SECONDS,
     )
     if claim is None:
         raise Conflict(

@@ -29,7 +29,7 @@ from service.lifecycle import (
     start_slot,
     stop_study,
 )
-from service.vocabulary import EXTERNAL_TASK, SlotOutcome, SlotState, StudyStatus
+from service.vocabulary import EXTERNAL_TASK, ConfigOrigin, SlotOutcome, SlotState, StudyStatus
 from tests.service.rows import (
     add_study,
     claim,
@@ -440,6 +440,26 @@ def test_release_without_a_failure_limit_retries_forever(db: Database) -> None:
         assert release_slot(db, slot.slot_id, FAILED, token=slot.claim_token)
     assert study_row(db, study_id).status == StudyStatus.RUNNING
     assert counters(db, study_id, "sgd")["failed"] == 15
+
+
+def test_a_lost_import_slot_is_not_offered_again(db: Database) -> None:
+    # An imported trial's config is its client's: a slot of it given back (its API died, its
+    # lease ran out) is not queued for the next claim, unlike a worker's lost config.
+    study_id = add_study(db, "imported", optimizers=("sgd",), n_trials=2, task=EXTERNAL_TASK)
+    slot = claim(
+        db,
+        "import",
+        external=True,
+        study_id=study_id,
+        optimizer="sgd",
+        bringing=ConfigOrigin.IMPORT,
+        lease_seconds=60,
+    )
+    assert slot is not None and slot.origin == ConfigOrigin.IMPORT
+    run(db, slot)
+    lost = Ending(SlotOutcome.EXPIRED, params={"lr": 0.1}, reason="the lease ran out")
+    assert release_slot(db, slot.slot_id, lost, token=slot.claim_token)
+    assert not pairs(db, study_id)["sgd"].planned_configs
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,13 @@ from typing import Any
 
 import optuna
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from service.database import make_optuna_storage
+from service import optuna_bridge
+from service.database import Database, db_now, make_optuna_storage
+from service.recovery import Recovered, recover
+from service.tables import StudyOptimizerRow, TrialSlotRow
 from tests.helpers import wait_until
 from tests.service.test_api_asktell import STUDY, ask, create_external, make_client, post
 
@@ -166,3 +170,40 @@ def test_an_import_racing_a_delete_never_answers_500_and_leaves_nothing(
         )
     finally:
         storage.engine.dispose()
+
+
+def test_an_import_slower_than_the_grace_period_keeps_its_slots(
+    client: TestClient, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each trial's Optuna write takes "longer" than the grace period (its slot's heartbeat set
+    a minute back, then a recovery pass runs, as the API's own would): the import's slots are
+    leased, so recovery leaves them, every trial is imported, and no config is queued again."""
+    create_external(client, n_trials=3)
+    db = Database.connect(database_url)
+    storage = make_optuna_storage(database_url)
+    real_add = optuna_bridge.add_finished_trial
+
+    def slow_add(*args: Any, **kwargs: Any) -> Any:
+        with db.write() as session:
+            session.execute(
+                sa.update(TrialSlotRow)
+                .where(TrialSlotRow.state == "claimed")
+                .values(heartbeat_at=db_now(-60))
+            )
+        assert recover(db, storage, grace_period=2) == Recovered()
+        return real_add(*args, **kwargs)
+
+    monkeypatch.setattr(optuna_bridge, "add_finished_trial", slow_add)
+    try:
+        trials = [trial(params={**ADAM, "lr": 0.001 * (i + 1)}, value=float(i)) for i in range(3)]
+        response = client.post(IMPORT, json={"trials": trials})
+        assert response.status_code == 200, response.text
+        study = client.get(STUDY).json()
+        (row,) = study["optimizers"]
+        assert (row["finished"], row["failed"]) == (3, 0)
+        with db.read() as session:
+            planned = session.scalar(sa.select(StudyOptimizerRow.planned_configs)) or []
+        assert not [c for c in planned if c["origin"] == "import"], planned
+    finally:
+        storage.engine.dispose()
+        db.dispose()
