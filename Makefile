@@ -56,6 +56,7 @@ test: $(INSTALLED) test-system-deps postgres-up
 bench: $(INSTALLED)
 	@set -e; for script in bench/*.py; do \
 	    [ -e "$$script" ] || { echo "no benchmarks in bench/"; break; }; \
+	    case "$$script" in bench/_*) continue;; esac; \
 	    echo "== $$script"; $(BIN)/python "$$script"; \
 	done
 

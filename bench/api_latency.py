@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import _processes as processes
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,43 +43,6 @@ ENV = {
     "HPT_LOG_LEVEL": "warning",
     "OMP_NUM_THREADS": "1",
 }
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 @contextmanager
@@ -120,67 +83,59 @@ def _p(values: list[float], q: float) -> float:
 
 def measure(url: str, requests: int, logs: Path) -> dict[str, dict[str, list[float]]]:
     env = {**os.environ, **ENV, "HPT_DATABASE_URL": url, "HPT_WORKERS": "0"}
-    port = _free_port()
-    api = _start(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "service.app:create_app",
-            "--factory",
-            "--port",
-            str(port),
-            "--no-access-log",
-        ],
-        env,
-        logs / "api.log",
-    )
     workers: list[subprocess.Popen[bytes]] = []
     results: dict[str, dict[str, list[float]]] = {}
-    try:
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-        _wait(lambda: client.get("/healthz").status_code == 200, 90, "the API")
-        client.post(
-            "/api/v1/studies",
-            json={
-                "name": "latency",
-                "task": "digits_mlp",
-                "optimizers": ["sgd", "adam"],
-                "n_trials": 400,
-                "epochs": 8,
-                "sampler": "random",
-                "pruner": "none",
-                "seed": 0,
-            },
-        ).raise_for_status()
-        hpt = str(Path(sys.executable).with_name("hpt"))
-        # Some history first, so the pages are full; then the workers stop.
-        workers = [_start([hpt, "worker"], env, logs / f"worker{i}.log") for i in range(2)]
-        _wait(
-            lambda: client.get(PATHS["study detail"]).json()["progress"]["finished"] >= 60,
-            300,
-            "history",
-        )
-        for worker in workers:
-            _stop(worker)
-        results["idle"] = {name: _latencies(client, path, requests) for name, path in PATHS.items()}
-        workers = [_start([hpt, "worker"], env, logs / f"worker{i}b.log") for i in range(2)]
-        _wait(
-            lambda: (
-                sum(o["running"] for o in client.get(PATHS["study detail"]).json()["optimizers"])
-                >= 2
-            ),
-            120,
-            "both workers to train",
-        )
-        results["busy"] = {name: _latencies(client, path, requests) for name, path in PATHS.items()}
-        busy = client.get(PATHS["study detail"]).json()
-        assert busy["status"] == "running", "the workers must still be training when measured"
-        client.close()
-    finally:
-        for worker in workers:
-            _stop(worker)
-        _stop(api)
+    with processes.api_server(env, logs / "api.log", client_timeout=60) as client:
+        try:
+            client.post(
+                "/api/v1/studies",
+                json={
+                    "name": "latency",
+                    "task": "digits_mlp",
+                    "optimizers": ["sgd", "adam"],
+                    "n_trials": 400,
+                    "epochs": 8,
+                    "sampler": "random",
+                    "pruner": "none",
+                    "seed": 0,
+                },
+            ).raise_for_status()
+            hpt = str(Path(sys.executable).with_name("hpt"))
+            # Some history first, so the pages are full; then the workers stop.
+            workers = [
+                processes.start([hpt, "worker"], env, logs / f"worker{i}.log") for i in range(2)
+            ]
+            processes.wait_for(
+                lambda: client.get(PATHS["study detail"]).json()["progress"]["finished"] >= 60,
+                300,
+                "history",
+            )
+            for worker in workers:
+                processes.stop(worker)
+            results["idle"] = {
+                name: _latencies(client, path, requests) for name, path in PATHS.items()
+            }
+            workers = [
+                processes.start([hpt, "worker"], env, logs / f"worker{i}b.log") for i in range(2)
+            ]
+            processes.wait_for(
+                lambda: (
+                    sum(
+                        o["running"] for o in client.get(PATHS["study detail"]).json()["optimizers"]
+                    )
+                    >= 2
+                ),
+                120,
+                "both workers to train",
+            )
+            results["busy"] = {
+                name: _latencies(client, path, requests) for name, path in PATHS.items()
+            }
+            busy = client.get(PATHS["study detail"]).json()
+            assert busy["status"] == "running", "the workers must still be training when measured"
+        finally:
+            for worker in workers:
+                processes.stop(worker)
     return results
 
 

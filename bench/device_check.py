@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _processes as processes
 import httpx
 import torch
 
@@ -44,16 +44,10 @@ def run_cuda_tests() -> bool:
     return result.returncode == 0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def run_gpu_study(timeout: float = 600.0) -> bool:
     print("== 2. a short study with a GPU worker", flush=True)
     hpt = Path(sys.executable).with_name("hpt")
-    port = free_port()
+    port = processes.free_port()
     with tempfile.TemporaryDirectory() as directory:
         log = Path(directory) / "serve.log"
         env = {**os.environ, "HPT_DATABASE_URL": f"sqlite:///{directory}/hpt.db"}

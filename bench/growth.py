@@ -43,11 +43,8 @@ import multiprocessing
 import os
 import secrets
 import shutil
-import signal
 import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import zlib
@@ -56,6 +53,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import _processes as processes
 import httpx
 import optuna
 import sqlalchemy as sa
@@ -76,7 +74,6 @@ from service.tables import StudyOptimizerRow, StudyRow
 from service.trial_import import TrialToImport, import_trials
 from studies.samplers import make_sampler
 
-ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN = os.environ.get(
     "HPT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -257,9 +254,13 @@ class Filler:
     storage: optuna.storages.RDBStorage
     settings: Settings
     processes: int
-    stored: int = 0
     studies: list[tuple[str, int]] = field(default_factory=list)  # (name, capacity)
-    filled: dict[str, int] = field(default_factory=dict)
+    filled: dict[str, int] = field(default_factory=dict)  # name -> its trials stored
+
+    @property
+    def stored(self) -> int:
+        """Trials stored in all the studies."""
+        return sum(self.filled.values())
 
     @classmethod
     def resume(
@@ -279,7 +280,6 @@ class Filler:
                 )
                 filler.studies.append((study.name, capacity))
                 filler.filled[study.name] = claimed
-                filler.stored += claimed
         return filler
 
     def new_study(self, name: str, optimizers: list[str]) -> None:
@@ -331,7 +331,6 @@ class Filler:
             pool.starmap(fill_study, chunks, chunksize=1)
         for name, count in plan:
             self.filled[name] += count
-        self.stored = size
 
 
 def fill_study(url: str, name: str, count: int, first: int) -> None:
@@ -399,60 +398,11 @@ def random_trial(draw: optuna.Study, optimizer: str, raw_space: dict) -> TrialTo
 # --------------------------------------------------------------------------- the API
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def api_server(url: str, log: Path) -> Iterator[httpx.Client]:
-    env = {
-        **os.environ,
-        "HPT_DATABASE_URL": url,
-        "HPT_WORKERS": "0",
-        "HPT_LOG_LEVEL": "warning",
-        "PYTHONPATH": str(ROOT),
-    }
-    port = _free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "service.app:create_app",
-        "--factory",
-        "--port",
-        str(port),
-        "--no-access-log",
-    ]
-    with log.open("ab") as out:
-        api = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if client.get("/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or api.poll() is not None:
-                raise SystemExit(f"the API did not start; see {log}")
-            time.sleep(0.2)
+    env = {**os.environ, "HPT_DATABASE_URL": url, "HPT_LOG_LEVEL": "warning"}
+    with processes.api_server(env, log) as client:
         yield client
-    finally:
-        client.close()
-        if api.poll() is None:
-            os.killpg(api.pid, signal.SIGTERM)
-            try:
-                api.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(api.pid, signal.SIGKILL)
-                api.wait()
 
 
 def _timed(call: Callable[[], httpx.Response]) -> tuple[float, httpx.Response]:

@@ -19,7 +19,6 @@ import os
 import platform
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import _processes
 import httpx
 import numpy as np
 import optuna
@@ -170,12 +170,6 @@ def hpt_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "service.cli", *args]
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class Process:
     name: str
@@ -232,20 +226,14 @@ def processes(directory: Path, env: dict[str, str]) -> Iterator[Callable[..., Pr
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if predicate():
-                return
-        except (httpx.HTTPError, sa.exc.SQLAlchemyError):
-            pass  # not up yet
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
+    """Poll until ``predicate`` is true; the server or the database not up yet counts as not yet."""
+    _processes.wait_for(
+        predicate, timeout, what, retry_on=(httpx.HTTPError, sa.exc.SQLAlchemyError)
+    )
 
 
 def start_serve(start: Callable[..., Process], workers: int) -> tuple[Process, str]:
-    port = free_port()
+    port = _processes.free_port()
     server = start("serve", hpt_command("serve", "--port", str(port), "--workers", str(workers)))
     url = f"http://127.0.0.1:{port}"
 

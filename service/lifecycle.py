@@ -75,6 +75,15 @@ STUDY_TRANSITIONS: Mapping[StudyStatus, frozenset[StudyStatus]] = {
 
 # Configs retried when the slot that tried them is given back without a verdict on them.
 RETRIED_OUTCOMES = frozenset({SlotOutcome.LOST, SlotOutcome.EXPIRED})
+# By the config's origin, the endings of a released slot after which its config is queued again
+# for the next claim (origins not listed: ``RETRIED_OUTCOMES``). A confirmation seed is part of
+# the verdict's design, so it runs again after a failure too, unless its study is being deleted;
+# an imported trial's config is the client's own, sent again by the client if it wants (its 409
+# says which trials were imported), so it is never offered to the next claim.
+RETRIED_OUTCOMES_BY_ORIGIN: dict[ConfigOrigin, frozenset[SlotOutcome]] = {
+    ConfigOrigin.CONFIRM: frozenset(SlotOutcome) - FINISHING_OUTCOMES - {SlotOutcome.REVOKED},
+    ConfigOrigin.IMPORT: frozenset(),
+}
 
 
 def _sources(state: SlotState) -> list[str]:
@@ -596,13 +605,8 @@ def release_slot(
                 StudyOptimizerRow.study_id, StudyOptimizerRow.failed, StudyOptimizerRow.optimizer
             )
         ).one()
-        # An imported trial's config is the client's own, sent again by the client if it wants
-        # (its 409 says which trials were imported): it is never offered to the next claim.
-        retried = slot["origin"] != ConfigOrigin.IMPORT and (
-            ending.outcome in RETRIED_OUTCOMES
-            or (slot["origin"] == ConfigOrigin.CONFIRM and ending.outcome != SlotOutcome.REVOKED)
-        )
-        if retried and slot["params"]:
+        retried = RETRIED_OUTCOMES_BY_ORIGIN.get(slot["origin"], RETRIED_OUTCOMES)
+        if ending.outcome in retried and slot["params"]:
             pair = session.get_one(StudyOptimizerRow, pair_id)
             origin = (
                 slot["origin"] if slot["origin"] != ConfigOrigin.SAMPLER else ConfigOrigin.RETRY
