@@ -201,18 +201,28 @@ def test_a_worker_with_a_skewed_clock_neither_fails_nor_is_failed(
         HPT_TEST_CLOCK_SKEW="-3600",
         TZ="Asia/Tokyo",
     )
-    honest = start_worker(database_url)
+    db = inspector(database_url)
+
+    def holders() -> set[str]:
+        with db.connect() as conn:
+            return {h for h in conn.scalars(sa.select(TrialSlotRow.holder)) if h}
+
     with server.client() as api:
         create_study(api, tiny_study("skew", n_trials=6, epochs=4))
+
+        # The honest worker joins once the skewed one trains (started together on a loaded
+        # machine, the honest one could run every trial before the other one was up).
+        def skewed_trains() -> bool:
+            assert skewed.alive(), skewed.log()
+            return any(f"-{skewed.pid}-" in h for h in holders())
+
+        wait_until(skewed_trains, STUDY_TIMEOUT, message="the skewed worker to claim a trial")
+        honest = start_worker(database_url)
         study = wait_for_status(
             api, "skew", STUDY_TIMEOUT, processes=[skewed, honest, server.process]
         )
     assert study["status"] == "completed"
     assert_exact_trials(database_url, "skew", ["sgd", "adam"], 6, failed=0)
-    db = inspector(database_url)
-    with db.connect() as conn:
-        holders = set(conn.scalars(sa.select(TrialSlotRow.holder)))
-    assert any(f"-{skewed.pid}-" in h for h in holders), "the skewed worker ran trials too"
 
 
 # --------------------------------------------------------------------------- the database away
