@@ -59,7 +59,7 @@ class StudyCreate(_Request):
                     "search_space": {
                         "adam": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "batch_size": 64}
                     },
-                    "confirm": {"top_k": 2, "seeds": 7},
+                    "confirm": {"top_k": 2, "seeds": 10},
                 }
             ]
         },
@@ -113,7 +113,7 @@ class StudyCreate(_Request):
     confirm: ConfirmCreate | None = Field(
         None,
         description="Re-train the top configs on fresh seeds before the verdict; default "
-        '{"top_k": 2, "seeds": 7} (off for task external).',
+        '{"top_k": 2, "seeds": 10} (off for task external).',
     )
 
 

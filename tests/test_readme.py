@@ -536,7 +536,7 @@ def test_five_minute_tour(processes: Processes, sqlite_url: str, tmp_path: Path)
         (s1, study), (s2, trials), (s3, best) = http_answers(result)
         assert (s1, s2, s3) == (200, 200, 200), describe(result)
         assert study["status"] == "completed"
-        # 8 search trials per optimizer, then its best configs x 7 seeds of confirmation.
+        # 8 search trials per optimizer, then its best configs x 10 seeds of confirmation.
         assert study["progress"]["finished"] == study["progress"]["total"] > 24, study["progress"]
         assert study["phase"] == "completed"
         assert 0 < len(trials["items"]) <= 3, trials
@@ -574,7 +574,7 @@ def test_five_minute_tour(processes: Processes, sqlite_url: str, tmp_path: Path)
         assert "Studies (2)" in result.stdout, describe(result)
         study = client.get("/api/v1/studies/digits-cli").json()
         assert study["status"] == "completed", study
-        # 8 search trials, then up to 2 distinct complete configs x 7 seeds each.
+        # 8 search trials, then up to 2 distinct complete configs x 10 seeds each.
         assert all(
             o["search_trials"] == 8 and o["finished"] == o["n_trials"] and o["confirm_trials"] > 0
             for o in study["optimizers"]
