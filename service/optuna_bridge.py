@@ -152,13 +152,17 @@ def start_trial(
 
 def add_finished_trial(
     storage: optuna.storages.BaseStorage, optuna_study: str, trial: FrozenTrial
-) -> FrozenTrial:
+) -> FrozenTrial | None:
     """Add a finished trial (made by ``optuna.trial.create_trial``, which checks it) to an
     Optuna study in one write, as ``Study.add_trial`` does; returns it as stored (its id and
-    number given)."""
-    study_id = storage.get_study_id_from_name(optuna_study)
+    number given), or ``None`` when the study is gone (deleted before the write, or with the
+    new trial just after it)."""
+    try:
+        study_id = storage.get_study_id_from_name(optuna_study)
+    except KeyError:
+        return None
     trial_id = storage.create_new_trial(study_id, template_trial=trial)
-    return storage.get_trial(trial_id)
+    return get_trial(storage, trial_id)
 
 
 def get_trial(storage: optuna.storages.BaseStorage, trial_id: int) -> FrozenTrial | None:

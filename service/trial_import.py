@@ -279,6 +279,8 @@ def _import_one(at: AskTell, study_id: int, item: _Prepared) -> ImportedTrial:
                 }
             ),
         )
+        if added is None:
+            raise SlotTakenBack(f"the Optuna study of slot {claim.slot_id} was deleted")
         if not start_slot(
             at.db,
             claim.slot_id,

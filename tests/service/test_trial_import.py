@@ -215,3 +215,34 @@ def test_an_import_slower_than_the_grace_period_keeps_its_slots(
     finally:
         storage.engine.dispose()
         db.dispose()
+
+
+def test_an_import_whose_optuna_study_is_purged_under_it_answers_409(
+    client: TestClient, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete's purge removes the Optuna study (and the trial just written into it) between
+    the import's write and its read of the trial: a 409 saying the study went away, not a 500;
+    the slot is given back and its config is not queued again."""
+    create_external(client, n_trials=3)
+    real_create = optuna.storages.RDBStorage.create_new_trial
+
+    def create_then_purge(self: optuna.storages.RDBStorage, study_id: int, **kwargs: Any) -> int:
+        trial_id = real_create(self, study_id, **kwargs)
+        self.delete_study(study_id)  # what the purge of a racing delete does
+        return trial_id
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "create_new_trial", create_then_purge)
+    response = client.post(IMPORT, json={"trials": [trial()]})
+    assert response.status_code == 409, response.text
+    detail = response.json()["detail"]
+    assert "deleted or stopped" in detail and "0 of the 1 trials were imported" in detail, detail
+    db = Database.connect(database_url)
+    try:
+        with db.read() as session:
+            slots = session.execute(sa.select(TrialSlotRow.state, TrialSlotRow.outcome)).all()
+            pair = session.scalars(sa.select(StudyOptimizerRow)).one()
+        assert [tuple(slot) for slot in slots] == [("released", "lost")], slots
+        assert (pair.claimed, pair.running) == (0, 0)
+        assert not [c for c in pair.planned_configs or [] if c["origin"] == "import"]
+    finally:
+        db.dispose()
