@@ -46,7 +46,7 @@ from tests.service.support import (
 )
 
 STUDY_TIMEOUT = 150.0
-# How long the database stays away: five of the tests' grace periods (HPT_GRACE_PERIOD=3).
+# How long the database stays away: three of the tests' grace periods (HPT_GRACE_PERIOD=5).
 OUTAGE_SECONDS = 15.0
 
 
@@ -177,7 +177,7 @@ def test_a_worker_with_a_skewed_clock_neither_fails_nor_is_failed(
     start_server: Callable[..., Server],
     start_worker: Callable[..., ServiceProcess],
 ) -> None:
-    # Its clock is an hour behind and in another zone, while the grace period is 3 s: any
+    # Its clock is an hour behind and in another zone, while the grace period is 5 s: any
     # comparison of its times with another host's would fail its trials or theirs.
     clock = tmp_path / "skewed-clock"
     clock.mkdir()
@@ -350,7 +350,7 @@ def test_a_process_frozen_holding_the_sqlite_write_lock_blocks_no_read(
                 assert response.status_code == 200, f"{path_}: {response.status_code}"
         # Held past the grace period: every heartbeat is held up meanwhile.
         wait_until(
-            lambda: _silent_workers(sqlite_url, seconds=4) and worker.alive(),
+            lambda: _silent_workers(sqlite_url, seconds=6) and worker.alive(),
             60,
             0.2,
             message="the workers' heartbeats to be held up past the grace period",
