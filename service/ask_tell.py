@@ -148,18 +148,20 @@ def ask_trial(at: AskTell, name: str, *, lease_seconds: float) -> AskOut:
 def starting(at: AskTell, claim: Claim, *, failure: str, taken_back: str) -> Iterator[None]:
     """Inside the block the claimed slot's trial is started, every Optuna write guarded by the
     slot. If the block fails, the slot goes back (``lost``: its config is offered again) and a
-    slot taken back meanwhile (a delete, a stop) becomes a 409 saying ``taken_back``."""
+    slot taken back meanwhile (a delete, a stop) becomes a 409 saying ``taken_back``: whatever
+    failed then failed for that (a delete's purge makes Optuna's reads of the study raise
+    ``KeyError`` before any guarded write could say so)."""
     try:
         with at.guard.holding(claim.slot_id, claim.claim_token):
             yield
     except BaseException as exc:
-        release_slot(
+        released = release_slot(
             at.db,
             claim.slot_id,
             Ending(SlotOutcome.LOST, reason=f"{failure}: {exc}"),
             token=claim.claim_token,
         )
-        if isinstance(exc, SlotTakenBack):
+        if isinstance(exc, SlotTakenBack) or (isinstance(exc, Exception) and not released):
             raise Conflict(taken_back) from exc
         raise
 

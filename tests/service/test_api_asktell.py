@@ -11,8 +11,11 @@ import optuna
 import pytest
 from fastapi.testclient import TestClient
 
+from service import optuna_bridge
 from service.app import create_app
 from service.config import Settings
+from service.database import Database, make_optuna_storage
+from service.study_admin import delete_study
 from tests.helpers import wait_until
 
 STUDY = "/api/v1/studies/ext"
@@ -341,3 +344,29 @@ def test_bad_ask_options_answer_422(busy_client: TestClient) -> None:
         response = client.post(f"{STUDY}/trials/ask", json=body)
         assert response.status_code == 422
         assert fragment in response.json()["message"]
+
+
+def test_an_ask_whose_study_is_deleted_under_it_answers_409(
+    client: TestClient, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete takes the ask's slot back and purges the Optuna study after the claim and
+    before the trial is created: Optuna's reads then fail with a KeyError, which is the delete's
+    doing, so the answer is the 409 of a slot taken back, never a 500."""
+    create_external(client, n_trials=2)
+    real_load = optuna_bridge.load_study
+    db = Database.connect(database_url)
+    storage = make_optuna_storage(database_url)
+
+    def delete_then_load(*args: Any, **kwargs: Any) -> Any:
+        delete_study(db=db, storage=storage, name="ext")  # a racing DELETE, done whole
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(optuna_bridge, "load_study", delete_then_load)
+    try:
+        response = client.post(f"{STUDY}/trials/ask")
+        assert response.status_code == 409, response.text
+        assert "deleted or stopped" in response.json()["detail"], response.text
+        assert client.get(STUDY).status_code == 404
+    finally:
+        storage.engine.dispose()
+        db.dispose()
