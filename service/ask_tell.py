@@ -326,8 +326,12 @@ def report_value(
             trial = optuna.trial.Trial(optuna_study, slot.trial_id)
             trial.report(value, step)
             should_prune = trial.should_prune()
-    except SlotTakenBack as exc:
-        raise Conflict(f"trial {optimizer}/{number} has ended meanwhile; ask again") from exc
+    except Exception as exc:
+        # Taken back meanwhile: a guarded write says so, or (a delete's purge) Optuna's reads
+        # of the study fail first; either way the trial has ended.
+        if isinstance(exc, SlotTakenBack) or not _holds(at, slot.id, lease):
+            raise Conflict(f"trial {optimizer}/{number} has ended meanwhile; ask again") from exc
+        raise
     return ReportOut(should_prune=should_prune, lease_expires_at=as_utc(expires))
 
 
@@ -421,10 +425,13 @@ def _tell_optuna(
             )
     except SlotTakenBack as exc:
         raise Conflict(f"{label} ended meanwhile (its lease ran out); ask again") from exc
-    except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError, KeyError) as exc:
         # Study.tell refuses a finished trial (ValueError before it writes, or Optuna's own
-        # error if it finished meanwhile): an earlier attempt of this tell, or recovery.
-        frozen = at.storage.get_trial(slot.trial_id)
+        # error if it finished meanwhile): an earlier attempt of this tell, or recovery. A
+        # trial (or study: KeyError) that is gone was purged by a delete.
+        frozen = optuna_bridge.get_trial(at.storage, slot.trial_id)
+        if frozen is None:
+            raise Conflict(f"{label} ended meanwhile: its study is being deleted") from exc
         if not frozen.state.is_finished():
             raise
         if frozen.state == state and (state != TrialState.COMPLETE or frozen.value == value):
@@ -432,6 +439,17 @@ def _tell_optuna(
         raise Conflict(
             f"{label} already ended as {frozen.state.name.lower()}; a trial is told once"
         ) from None
+
+
+def _holds(at: AskTell, slot_id: int, token: str) -> bool:
+    """Whether the slot is still held with ``token`` (a read: no heartbeat)."""
+    with at.db.read() as session:
+        state = session.scalar(
+            sa.select(TrialSlotRow.state).where(
+                TrialSlotRow.id == slot_id, TrialSlotRow.claim_token == token
+            )
+        )
+    return state is not None and SlotState(state) in HELD_SLOT_STATES
 
 
 def _told(

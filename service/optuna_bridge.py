@@ -182,20 +182,24 @@ def fail_trial(storage: optuna.storages.BaseStorage, trial_id: int) -> FrozenTri
 
 
 def running_trials(storage: optuna.storages.BaseStorage, name: str) -> list[FrozenTrial]:
-    try:
-        study_id = storage.get_study_id_from_name(name)
-    except KeyError:
-        return []
-    return storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+    """The RUNNING trials of the Optuna study ``name`` (none when it no longer exists)."""
+    return _trials(storage, name, (TrialState.RUNNING,))
 
 
 def all_trials(storage: optuna.storages.BaseStorage, name: str) -> dict[int, FrozenTrial]:
     """Every trial of the Optuna study ``name`` by trial id (none when it no longer exists)."""
+    return {t._trial_id: t for t in _trials(storage, name, None)}
+
+
+def _trials(
+    storage: optuna.storages.BaseStorage, name: str, states: tuple[TrialState, ...] | None
+) -> list[FrozenTrial]:
+    # A delete may purge the study between the two reads: KeyError from either means gone.
     try:
         study_id = storage.get_study_id_from_name(name)
+        return storage.get_all_trials(study_id, deepcopy=False, states=states)
     except KeyError:
-        return {}
-    return {t._trial_id: t for t in storage.get_all_trials(study_id, deepcopy=False)}
+        return []
 
 
 def slot_of(trial: FrozenTrial) -> int | None:
