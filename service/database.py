@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 
 # Seconds a SQLite writer waits for the write lock before giving up (its busy timeout).
 SQLITE_BUSY_TIMEOUT = 60.0
+# Seconds PostgreSQL lets a session of ours sit idle inside a transaction before ending it. Our
+# transactions run their statements back to back, so only a process frozen mid-transaction (a
+# SIGSTOP, a paused VM) gets there; ending its session frees the row locks it holds, which would
+# otherwise stall recovery of its own slot (and every recovery after it) until it woke up.
+POSTGRES_IDLE_IN_TRANSACTION_TIMEOUT = 15.0
 
 T = TypeVar("T")
 
@@ -148,12 +153,29 @@ def configure_sqlite(engine: Engine, *, writer: bool) -> None:
     engine.dispose()  # pooled connections opened before the listeners lack them
 
 
+def _postgres_session(dbapi_connection: Any, connection_record: Any) -> None:
+    timeout_ms = int(POSTGRES_IDLE_IN_TRANSACTION_TIMEOUT * 1000)
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute(f"SET idle_in_transaction_session_timeout = {timeout_ms}")
+    dbapi_connection.commit()
+
+
+def configure_postgres(engine: Engine) -> None:
+    """Every session ends itself when idle in a transaction past
+    ``POSTGRES_IDLE_IN_TRANSACTION_TIMEOUT``. A no-op on other databases."""
+    if engine.dialect.name != "postgresql":
+        return
+    event.listen(engine, "connect", _postgres_session)
+    engine.dispose()  # pooled connections opened before the listener lack it
+
+
 def make_engine(
     url: str, *, writer: bool = True, busy_timeout: float = SQLITE_BUSY_TIMEOUT
 ) -> Engine:
     """An engine on ``url``: a writer's (``BEGIN IMMEDIATE`` on SQLite) or a reader's."""
     engine = sa.create_engine(url, **_engine_kwargs(url, busy_timeout=busy_timeout))
     configure_sqlite(engine, writer=writer)
+    configure_postgres(engine)
     return engine
 
 
@@ -220,6 +242,7 @@ def make_optuna_storage(
 
     storage = retry_on_create_race(build)
     configure_sqlite(storage.engine, writer=writer)
+    configure_postgres(storage.engine)
     return storage
 
 
