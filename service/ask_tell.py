@@ -43,6 +43,7 @@ from service.lifecycle import (
     release_slot,
     renew_lease,
     start_slot,
+    still_held,
 )
 from service.recovery import ending_of
 from service.schemas import AskOut, RenewOut, ReportOut, TellOut
@@ -329,7 +330,7 @@ def report_value(
     except Exception as exc:
         # Taken back meanwhile: a guarded write says so, or (a delete's purge) Optuna's reads
         # of the study fail first; either way the trial has ended.
-        if isinstance(exc, SlotTakenBack) or not _holds(at, slot.id, lease):
+        if isinstance(exc, SlotTakenBack) or not _still_held(at, slot.id, lease):
             raise Conflict(f"trial {optimizer}/{number} has ended meanwhile; ask again") from exc
         raise
     return ReportOut(should_prune=should_prune, lease_expires_at=as_utc(expires))
@@ -441,15 +442,9 @@ def _tell_optuna(
         ) from None
 
 
-def _holds(at: AskTell, slot_id: int, token: str) -> bool:
-    """Whether the slot is still held with ``token`` (a read: no heartbeat)."""
-    with at.db.read() as session:
-        state = session.scalar(
-            sa.select(TrialSlotRow.state).where(
-                TrialSlotRow.id == slot_id, TrialSlotRow.claim_token == token
-            )
-        )
-    return state is not None and SlotState(state) in HELD_SLOT_STATES
+def _still_held(at: AskTell, slot_id: int, token: str) -> bool:
+    with at.db.write() as session:
+        return still_held(session, slot_id, token)
 
 
 def _told(
