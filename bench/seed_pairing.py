@@ -41,7 +41,7 @@ def main() -> None:
     seeds = parser.parse_args().seeds
     task = get_task(TASK)
     portfolio = json.loads(
-        resources.files("studies.portfolio").joinpath("portfolio.json").read_text()
+        resources.files("studies.warm_start").joinpath("portfolio.json").read_text()
     )["optimizers"]
     figures: dict[str, dict[str, list[float]]] = {"val_accuracy": {}, "val_loss": {}}
     for name, configs in portfolio.items():

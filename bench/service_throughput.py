@@ -42,8 +42,8 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 from service.client import HPTClient
-from service.database import make_engine
-from service.tables import WorkerRow
+from service.store.database import make_engine
+from service.store.tables import WorkerRow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"

@@ -6,7 +6,7 @@ trials run with each method:
 - ``stock``:   anchor. Optuna's TPE with Hyperband (min resource 1 epoch), no warm start.
 - ``random``:  anchor. Random search without pruning.
 - ``product``: the product defaults: the portfolio learned *without the held-out task* (from the
-               shipped evaluations, ``studies/portfolio/evaluations.json``), centred on the task
+               shipped evaluations, ``studies/warm_start/evaluations.json``), centred on the task
                by the learning-rate range test as ``DEFAULT_LR_RANGE`` says (not by default: a
                tie), then ``DEFAULT_SAMPLER`` with ``DEFAULT_PRUNER``, through
                ``studies.run_study``. With a range test, its reference is also learned without
@@ -46,14 +46,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from lr_range import DEFAULT_LR_RANGE, load_references, reference, run_centred_study
 
-from studies import run_study
-from studies.lr_range import DEFAULT_LR_RANGE, load_references, reference
-from studies.portfolio import learn_portfolio, load_evaluations
 from studies.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER
 from studies.tasks import BUILTIN_TASKS
 from studies.training import single_thread
-from studies.warm_start import MAX_WARM_START
+from studies.warm_start import MAX_WARM_START, learn_portfolio, load_evaluations
 
 STOCK = {"sampler": "tpe", "pruner": "hyperband", "warm_start": False}
 METHODS: Mapping[str, Mapping[str, Any]] = {
@@ -73,7 +71,7 @@ METHODS: Mapping[str, Mapping[str, Any]] = {
     "product_median": {"sampler": DEFAULT_SAMPLER, "pruner": "median", "warm_start": True},
     "product_w3": {"sampler": DEFAULT_SAMPLER, "pruner": DEFAULT_PRUNER, "warm_start": 3},
     "product_w8": {"sampler": DEFAULT_SAMPLER, "pruner": DEFAULT_PRUNER, "warm_start": 8},
-    # The learning-rate range test (studies.lr_range), its sweep's epochs counted: alone (the
+    # The learning-rate range test (bench/lr_range.py), its sweep's epochs counted: alone (the
     # sampler's lr range narrowed around it) and with the portfolio (its lrs centred on it).
     "lr_space": {**STOCK, "lr_range": "space"},
     "lr_portfolio": {**STOCK, "warm_start": True, "lr_range": "portfolio"},
@@ -160,7 +158,7 @@ def run_job(job: Job) -> Trace:
         else None
     )
     with single_thread():
-        study = run_study(
+        study = run_centred_study(
             job.task,
             job.optimizer,
             n_trials=job.trials,

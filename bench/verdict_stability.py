@@ -2,14 +2,15 @@
 
 The same study (digits_mlp, all 8 optimizers, the product's defaults: TPE sampler, Hyperband
 pruner, the warm start, the task's epochs, confirmation ``DEFAULT_CONFIRM``) is run once per study
-seed, through the product's own path: ``service.study_admin.create_study`` on a fresh SQLite file,
-one in-process ``service.worker.Worker`` to completion, then ``service.reads.study_best``. For
+seed, through the product's own path: ``service.studies.admin.create_study`` on a fresh SQLite file,
+one in-process ``service.worker.Worker`` to completion, then ``service.studies.reads.study_best``.
+For
 each seed:
 
 - with confirmation: the verdict (the winner, or the set of tied leaders);
 - without confirmation: the single-seed answer the service gave before the confirmation phase,
   the optimizer whose best *search* trial has the best value (ties: the first in study order, as
-  ``service.reads.rank`` sorts stably; the table marks them).
+  ``service.studies.reads.rank`` sorts stably; the table marks them).
 
 Printed: how often the answer agrees across seeds (the most common answer's count, "4 of 5"), with
 and without confirmation; whether full-batch ``gd`` (clearly worse at this budget) is ever a
@@ -78,7 +79,7 @@ from pathlib import Path
 from typing import Any
 
 from optim_core.registry import OPTIMIZERS
-from service.study_requests import DEFAULT_CONFIRM
+from service.studies.requests import DEFAULT_CONFIRM
 from studies.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER
 
 TASK = "digits_mlp"
@@ -214,12 +215,13 @@ def run_seed(config: BenchConfig, seed: int, workdir: str) -> SeedResult:
     and read its answers back. Builds its engines itself (it may run in a fresh process)."""
     import optuna
 
-    from service import reads
     from service.config import Settings
-    from service.database import Database, make_optuna_storage
-    from service.schema import upgrade_database
-    from service.study_admin import create_study
-    from service.study_requests import StudyRequest
+    from service.store.database import Database, make_optuna_storage
+    from service.store.migrate import upgrade_database
+    from service.studies import best_configs as study_bests
+    from service.studies import trial_list
+    from service.studies.admin import create_study
+    from service.studies.requests import StudyRequest
     from service.worker import Worker
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -238,8 +240,8 @@ def run_seed(config: BenchConfig, seed: int, workdir: str) -> SeedResult:
         start = time.perf_counter()
         Worker(settings, exit_when_idle=True).run()
         seconds = time.perf_counter() - start
-        best = reads.study_best(db, request.name)
-        trials = _all_trials(reads, db, storage, request.name)
+        best = study_bests.study_best(db, request.name)
+        trials = _all_trials(trial_list, db, storage, request.name)
         confirmed = _confirmed_runs(db, request.name, trials)
     finally:
         db.dispose()
@@ -253,7 +255,7 @@ def _confirmed_runs(db: Any, name: str, trials: Sequence[Any]) -> list[Confirmed
     """Every confirmed config with its seeds' raw figures, read from the slot record."""
     import sqlalchemy as sa
 
-    from service.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
+    from service.store.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
 
     curves = {(t.optimizer, t.number): t.curves or {} for t in trials}
     epochs = {(t.optimizer, t.number): t.epochs_run for t in trials}
@@ -378,10 +380,10 @@ def rejudge(
     return judged
 
 
-def _all_trials(reads: Any, db: Any, storage: Any, name: str) -> list[Any]:
+def _all_trials(trial_list: Any, db: Any, storage: Any, name: str) -> list[Any]:
     trials: list[Any] = []
     while True:
-        page = reads.list_trials(db, storage, name=name, limit=TRIALS_PAGE, offset=len(trials))
+        page = trial_list.list_trials(db, storage, name=name, limit=TRIALS_PAGE, offset=len(trials))
         trials.extend(page.items)
         if not page.items or len(trials) >= page.total:
             return trials

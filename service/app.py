@@ -23,14 +23,14 @@ from starlette.concurrency import run_in_threadpool
 from service.api import asktell, best, catalog, docs, health, studies, trials
 from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimit
-from service.ask_tell import AskTell
 from service.config import Settings
-from service.database import Database, is_outage, make_optuna_storage
 from service.metrics import HttpMetrics, RequestMetricsMiddleware, ServiceCollector
-from service.recovery import backfill_slots, recover
-from service.schema import upgrade_database
-from service.slot_guard import SlotGuard
-from service.study_admin import purge_deleting_studies
+from service.store.database import Database, is_outage, make_optuna_storage
+from service.store.migrate import upgrade_database
+from service.studies.admin import purge_deleting_studies
+from service.trials.ask_tell import AskTell
+from service.trials.guard import SlotGuard
+from service.trials.recovery import backfill_slots, recover
 
 log = logging.getLogger(__name__)
 

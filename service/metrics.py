@@ -20,8 +20,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.database import Database
-from service.reads import service_counts
+from service.store.database import Database
+from service.studies.progress import service_counts
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ class SlotState(StrEnum):
     and is recorded on the slot) -> ``finished`` (COMPLETE or PRUNED: it counts towards
     ``n_trials``) | ``released`` (it failed, its holder died, its lease ran out or its study is
     being deleted: the slot goes back and another attempt runs it). Legal transitions:
-    :data:`service.lifecycle.TRANSITIONS`.
+    :data:`service.trials.lifecycle.TRANSITIONS`.
     """
 
     CLAIMED = "claimed"

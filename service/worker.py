@@ -2,13 +2,14 @@
 
 A worker is one process with one torch thread; run one per core. Any number of workers on any
 number of machines may share one database: slots are claimed atomically
-(:mod:`service.lifecycle`), the worker beats each running slot's heartbeat, and every worker runs
-recovery (:mod:`service.recovery`) for holders that went silent. SIGTERM (or SIGINT) lets the
+(:mod:`service.trials.lifecycle`), the worker beats each running slot's heartbeat, and every worker
+runs
+recovery (:mod:`service.trials.recovery`) for holders that went silent. SIGTERM (or SIGINT) lets the
 running trial finish, then the worker exits.
 
 A trial is told to Optuna first and recorded on its slot second: a worker that dies between the
 two leaves a slot that recovery finishes from Optuna's record. Every Optuna write of a trial is
-checked against its slot (:mod:`service.slot_guard`), so a worker whose slot was taken back (it
+checked against its slot (:mod:`service.trials.guard`), so a worker whose slot was taken back (it
 was frozen too long, its study was deleted) writes nothing more.
 
 The database may go away for a while: every database call of the loop is retried with backoff,
@@ -36,10 +37,14 @@ from optuna.trial import TrialState
 
 from optim_core.registry import get_optimizer
 from optim_core.spaces import space_from_json
-from service import optuna_bridge
 from service.config import Settings
-from service.database import Database, db_now, is_outage, make_optuna_storage
-from service.lifecycle import (
+from service.store import optuna_bridge
+from service.store.database import Database, db_now, is_outage, make_optuna_storage
+from service.store.migrate import upgrade_database
+from service.store.tables import WorkerRow
+from service.studies.admin import purge_deleting_studies
+from service.trials.guard import SlotGuard, SlotTakenBack
+from service.trials.lifecycle import (
     Claim,
     Ending,
     beat,
@@ -48,11 +53,7 @@ from service.lifecycle import (
     release_slot,
     start_slot,
 )
-from service.recovery import ending_of, forget_dead_workers, recover
-from service.schema import upgrade_database
-from service.slot_guard import SlotGuard, SlotTakenBack
-from service.study_admin import purge_deleting_studies
-from service.tables import WorkerRow
+from service.trials.recovery import ending_of, forget_dead_workers, recover
 from service.vocabulary import ConfigOrigin, SlotOutcome
 from studies.devices import resolve_device
 from studies.objective import TrialPlan, make_objective
@@ -174,7 +175,7 @@ class Worker:
 
     @property
     def guard(self) -> SlotGuard:
-        """Checks every Optuna write of a trial against its slot (:mod:`service.slot_guard`)."""
+        """Checks every Optuna write of a trial against its slot (:mod:`service.trials.guard`)."""
         if self._guard is None:
             self._guard = SlotGuard.install(self.storage.engine)
         return self._guard

@@ -8,21 +8,16 @@ from typing import Any
 import optuna
 
 from optim_core.registry import get_optimizer
-from studies.lr_range import (
-    LR_RANGE_MODES,
-    Reference,
-    centre_configs,
-    centre_on_task,
-    centred_space,
-)
+from optim_core.spaces import Dimension
 from studies.objective import TrialPlan, make_objective, study_direction, task_space
-from studies.portfolio import load_portfolio
 from studies.samplers import make_pruner, make_sampler
 from studies.tasks import get_task
 from studies.warm_start import (
     KnownConfig,
+    Origin,
     WarmStartConfig,
     enqueue_warm_start,
+    load_portfolio,
     warm_start_configs,
 )
 
@@ -48,8 +43,8 @@ def run_study(
     catalogue: Sequence[KnownConfig] = (),
     portfolio: Sequence[Mapping[str, Any]] | None = None,
     warm_start_limit: int | None = None,
-    lr_range: str = "none",
-    lr_reference: Reference | None = None,
+    space: Mapping[str, Dimension] | None = None,
+    portfolio_origin: Origin = "portfolio",
     startup_after_warm_start: bool = False,
 ) -> optuna.Study:
     """Tune ``optimizer`` on ``task`` for ``n_trials`` trials and return the study.
@@ -76,11 +71,9 @@ def run_study(
         portfolio: The optimizer's portfolio; the shipped one when ``None``.
         warm_start_limit: How many warm-start configs at most; :func:`warm_start_budget` when
             ``None``.
-        lr_range: What the learning-rate range test (:mod:`studies.lr_range`) centres on the
-            task before the first trial: a name of :data:`studies.lr_range.LR_RANGE_MODES`
-            (``"none"``, ``"portfolio"``, ``"space"``, ``"both"``). Its sweep is stored in the
-            study's user attribute ``lr_range`` (``lr``, ``epochs``).
-        lr_reference: The sweeps' reference; the shipped one (every learning task) when ``None``.
+        space: The resolved search space to use instead of the one ``overrides`` give (the
+            benchmarks narrow it around a prediction, e.g. ``bench/lr_range.py``).
+        portfolio_origin: The ``origin`` recorded on the portfolio's trials.
         startup_after_warm_start: With ``tpe``: its random startup trials
             (:data:`TPE_STARTUP`) follow the warm start instead of counting it.
 
@@ -91,37 +84,22 @@ def run_study(
     """
     task_ = get_task(task)
     spec = get_optimizer(optimizer)
-    space = task_space(task_, spec, overrides)
+    space = dict(space) if space is not None else task_space(task_, spec, overrides)
     epochs = task_.default_epochs if epochs is None else epochs
-    try:
-        centre_portfolio, narrow = LR_RANGE_MODES[lr_range]
-    except KeyError:
-        raise ValueError(
-            f"unknown lr_range {lr_range!r}; choose one of {sorted(LR_RANGE_MODES)}"
-        ) from None
-    centring = (
-        centre_on_task(task_, spec, space, seed=seed, epochs=epochs, ref=lr_reference)
-        if centre_portfolio or narrow
-        else None
-    )
-    sweep, ref = centring if centring is not None else (None, None)
-    if sweep is not None and narrow:
-        space = centred_space(space, sweep, ref)
     metric = task_.default_metric if metric is None else metric
     direction = study_direction(task_, metric)
     plan = TrialPlan(task_, spec, space, epochs, metric, seed=seed, time_limit=time_limit)
     configs: list[WarmStartConfig] = []
     if warm_start:
         known = list(load_portfolio().get(optimizer, ()) if portfolio is None else portfolio)
-        centred = sweep is not None and centre_portfolio
         configs = warm_start_configs(
             space,
             n_trials,
             direction=direction,
             catalogue=catalogue,
-            portfolio=centre_configs(known, sweep, ref) if centred else known,
+            portfolio=known,
             limit=warm_start_limit,
-            portfolio_origin="lr_range" if centred else "portfolio",
+            portfolio_origin=portfolio_origin,
         )
     sampler_ = (
         optuna.samplers.TPESampler(seed=seed, n_startup_trials=TPE_STARTUP + len(configs))
@@ -137,8 +115,6 @@ def run_study(
         load_if_exists=True,
     )
     study.set_metric_names([metric])  # optuna-dashboard labels its axes with it
-    if sweep is not None:
-        study.set_user_attr("lr_range", {"lr": sweep.lr, "epochs": sweep.epochs})
     enqueue_warm_start(study, configs)
     study.optimize(make_objective(plan), n_trials=n_trials, catch=(Exception,))
     return study

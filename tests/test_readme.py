@@ -46,7 +46,7 @@ import yaml
 from service.cli import SERVICE_COMMANDS, build_app
 from service.client import DEFAULT_URL
 from service.config import Settings
-from service.study_requests import DEFAULT_CONFIRM
+from service.studies.requests import DEFAULT_CONFIRM
 from tests.deploy.compose import COMPOSE_FILE, REPO_ROOT, require_tool, venv_script
 from tests.deploy.conftest import clean_environment
 from tests.helpers import free_port, wait_until

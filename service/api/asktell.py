@@ -8,8 +8,7 @@ from fastapi import APIRouter, Body, Path
 
 from service.api.deps import AskTellDep, RequireApiKey, SettingsDep
 from service.api.errors import error_responses
-from service.ask_tell import ask_trial, renew, report_value, tell_outcome
-from service.schemas import (
+from service.api.schemas import (
     INT32_MAX,
     AskOut,
     AskRequest,
@@ -23,7 +22,8 @@ from service.schemas import (
     TellOut,
     TellRequest,
 )
-from service.trial_import import TrialToImport, import_trials
+from service.trials.ask_tell import ask_trial, renew, report_value, tell_outcome
+from service.trials.imports import TrialToImport, import_trials
 
 router = APIRouter(
     prefix="/api/v1/studies/{name}/trials", tags=["ask/tell"], dependencies=[RequireApiKey]

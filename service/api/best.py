@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query
 
 from service.api.deps import DatabaseDep, Limit, Offset
 from service.api.errors import error_responses
-from service.reads import best_for_task
-from service.schemas import BestOut
+from service.api.schemas import BestOut
+from service.studies.best_configs import best_for_task
 from service.vocabulary import Direction
 
 router = APIRouter(prefix="/api/v1", tags=["best"])

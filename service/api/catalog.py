@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter
 
 from optim_core.registry import OPTIMIZERS
-from service.reads import task_catalog
-from service.schemas import OptimizerOut, TaskOut
+from service.api.schemas import OptimizerOut, TaskOut
+from service.studies.catalog import task_catalog
 
 router = APIRouter(prefix="/api/v1", tags=["catalog"])
 

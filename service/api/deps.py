@@ -11,11 +11,11 @@ import optuna
 from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.ask_tell import AskTell
+from service.api.schemas import INT32_MAX
 from service.config import Settings
-from service.database import Database
 from service.errors import Unauthorized
-from service.schemas import INT32_MAX
+from service.store.database import Database
+from service.trials.ask_tell import AskTell
 
 
 def get_settings(request: Request) -> Settings:

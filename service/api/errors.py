@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from optim_core.spaces import SpaceError
-from service.database import is_outage
+from service.api.schemas import ErrorOut, ValidationErrorOut
 from service.errors import (
     Conflict,
     InvalidRequest,
@@ -25,8 +25,8 @@ from service.errors import (
     Unauthorized,
     dotted_loc,
 )
-from service.schemas import ErrorOut, ValidationErrorOut
-from service.slot_guard import SlotTakenBack
+from service.store.database import is_outage
+from service.trials.guard import SlotTakenBack
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api.deps import DatabaseDep, SettingsDep
-from service.schemas import HealthOut
+from service.api.schemas import HealthOut
 
 router = APIRouter(tags=["operations"])
 

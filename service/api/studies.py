@@ -17,14 +17,15 @@ from service.api.deps import (
     WriterDep,
 )
 from service.api.errors import error_responses
+from service.api.schemas import BestOut, StudyCreate, StudyDeletedOut, StudyOut, StudyPageOut
 from service.errors import StudyNotFound
-from service.lifecycle import stop_study
-from service.reads import list_studies, study_best, study_view
 from service.report import render_report
 from service.report.assemble import study_report
-from service.schemas import BestOut, StudyCreate, StudyDeletedOut, StudyOut, StudyPageOut
-from service.study_admin import create_study, delete_study
-from service.study_requests import StudyRequest
+from service.studies.admin import create_study, delete_study
+from service.studies.best_configs import study_best
+from service.studies.progress import list_studies, study_view
+from service.studies.requests import StudyRequest
+from service.trials.lifecycle import stop_study
 from service.vocabulary import StudyStatus
 
 router = APIRouter(prefix="/api/v1/studies", tags=["studies"])

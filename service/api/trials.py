@@ -8,8 +8,8 @@ from fastapi import APIRouter, Query
 
 from service.api.deps import DatabaseDep, Limit, Offset, ReaderDep
 from service.api.errors import error_responses
-from service.reads import list_trials
-from service.schemas import TrialPageOut
+from service.api.schemas import TrialPageOut
+from service.studies.trial_list import list_trials
 from service.vocabulary import TrialState
 
 router = APIRouter(prefix="/api/v1/studies", tags=["trials"])

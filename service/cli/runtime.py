@@ -94,9 +94,9 @@ def db_upgrade(database_url: DatabaseOption = None, log_level: LogLevelOption = 
     configure_logging(settings.log_level)
     import sqlalchemy as sa
 
-    from service.database import Database, make_optuna_storage
-    from service.recovery import backfill_slots
-    from service.schema import head_revision, upgrade_database
+    from service.store.database import Database, make_optuna_storage
+    from service.store.migrate import head_revision, upgrade_database
+    from service.trials.recovery import backfill_slots
 
     try:
         db = Database.connect(settings.database_url)
@@ -152,7 +152,7 @@ def dashboard(
     import optuna_dashboard
     import sqlalchemy as sa
 
-    from service.database import make_optuna_storage
+    from service.store.database import make_optuna_storage
 
     try:
         storage = make_optuna_storage(settings.database_url)

@@ -115,8 +115,8 @@ def _initialize_database(url: str) -> None:
     """Bring the schema up to date once, before any worker starts."""
     import sqlalchemy as sa
 
-    from service.database import Database
-    from service.schema import upgrade_database
+    from service.store.database import Database
+    from service.store.migrate import upgrade_database
 
     try:
         db = Database.connect(url)

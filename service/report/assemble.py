@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 import optuna
 import sqlalchemy as sa
 
-from service import optuna_bridge
-from service.confirmation import verdict_of
-from service.database import Database
 from service.errors import StudyNotFound
 from service.report.data import OptimizerReport, Progress, StudyReport
 from service.report.from_optuna import seed_curve, trial_point
-from service.tables import StudyRow, TrialSlotRow
+from service.store import optuna_bridge
+from service.store.database import Database
+from service.store.tables import StudyRow, TrialSlotRow
+from service.studies.confirmation import verdict_of
 from service.vocabulary import ConfigOrigin, SlotState
 from studies.importance import param_importances
 from studies.tasks import available_tasks

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import Engine
 
-from service.database import Database
+from service.store.database import Database
 from tests.helpers import free_port, wait_until
 from tests.processes import PROCESSES_KEY
 from tests.service.support import Processes, Server, ServiceProcess
@@ -43,8 +43,8 @@ FAST_ENV = {
 @pytest.fixture
 def db(database_url: str) -> Iterator[Database]:
     """The service's database on a fresh database, its schema up to date."""
-    from service.database import Database
-    from service.schema import upgrade_database
+    from service.store.database import Database
+    from service.store.migrate import upgrade_database
 
     db = Database.connect(database_url)
     upgrade_database(db)

@@ -14,10 +14,10 @@ import sqlalchemy as sa
 
 from optim_core.registry import OPTIMIZERS
 from optim_core.spaces import sample_space, space_from_json
-from service import optuna_bridge
-from service.database import Database, db_now
-from service.lifecycle import Claim, claim_slot, start_slot
-from service.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
+from service.store import optuna_bridge
+from service.store.database import Database, db_now
+from service.store.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
+from service.trials.lifecycle import Claim, claim_slot, start_slot
 from service.vocabulary import StudyStatus
 
 

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 from sqlalchemy.engine import Engine
 
-from service.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
+from service.store.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
 from tests.helpers import wait_until
 
 # Re-exported: the service tests import the process classes from here.

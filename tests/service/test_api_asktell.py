@@ -11,11 +11,11 @@ import optuna
 import pytest
 from fastapi.testclient import TestClient
 
-from service import optuna_bridge
 from service.app import create_app
 from service.config import Settings
-from service.database import Database, make_optuna_storage
-from service.study_admin import delete_study
+from service.store import optuna_bridge
+from service.store.database import Database, make_optuna_storage
+from service.studies.admin import delete_study
 from tests.helpers import wait_until
 
 STUDY = "/api/v1/studies/ext"

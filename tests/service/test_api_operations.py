@@ -13,9 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from optim_core.registry import OPTIMIZERS
 from service.app import create_app
 from service.config import Settings
-from service.database import Database, db_now
-from service.lifecycle import claim_slot
-from service.tables import WorkerRow
+from service.store.database import Database, db_now
+from service.store.tables import WorkerRow
+from service.trials.lifecycle import claim_slot
 
 API_KEY = "s3cret-key"
 STUDY = {"name": "s1", "task": "rosenbrock", "optimizers": ["sgd", "adam"], "n_trials": 3}

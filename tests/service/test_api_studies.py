@@ -15,14 +15,14 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from service import optuna_bridge
 from service.app import create_app
 from service.config import Settings
-from service.database import Database
-from service.lifecycle import Claim, Ending, _claim_in, finish_slot, release_slot, start_slot
-from service.reads import estimate_eta
-from service.recovery import ending_of
-from service.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
+from service.store import optuna_bridge
+from service.store.database import Database
+from service.store.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
+from service.studies.progress import estimate_eta
+from service.trials.lifecycle import Claim, Ending, _claim_in, finish_slot, release_slot, start_slot
+from service.trials.recovery import ending_of
 from service.vocabulary import SlotOutcome, StudyStatus
 from service.worker import Worker
 from tests.helpers import wait_until

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-from service.tables import StudyRow, TrialSlotRow
+from service.store.tables import StudyRow, TrialSlotRow
 from tests.helpers import wait_until
 from tests.service.support import Server, create_study, get_study, inspector, tiny_study
 

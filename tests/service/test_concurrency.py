@@ -13,7 +13,7 @@ from collections.abc import Callable
 import httpx
 import sqlalchemy as sa
 
-from service.tables import WorkerRow
+from service.store.tables import WorkerRow
 from tests.helpers import wait_until
 from tests.service.support import (
     Server,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-from service.tables import TrialSlotRow
+from service.store.tables import TrialSlotRow
 from tests.helpers import wait_until
 from tests.service.support import (
     Server,

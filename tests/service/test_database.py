@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from service import database
-from service.database import Database, make_optuna_storage
+from service.store import database
+from service.store.database import Database, make_optuna_storage
 
 
 def _idle_timeout(engine: Engine) -> str:

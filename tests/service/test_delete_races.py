@@ -16,9 +16,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 import service.api.studies as studies_api
-from service import ask_tell, optuna_bridge, reads, study_admin
-from service.database import Database, make_optuna_storage
-from service.study_admin import delete_study
+from service.store import optuna_bridge
+from service.store.database import Database, make_optuna_storage
+from service.studies import admin as study_admin
+from service.studies import reads
+from service.studies.admin import delete_study
+from service.trials import ask_tell
 from tests.service.test_api_asktell import STUDY, create_external, make_client
 
 OK_WHEN_DELETED = {404, 409}

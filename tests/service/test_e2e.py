@@ -10,7 +10,7 @@ import optuna
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
-from service.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
+from service.store.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
 from tests.helpers import wait_until
 from tests.service.support import (
     Server,

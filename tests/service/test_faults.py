@@ -24,10 +24,10 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 from sqlalchemy.engine import URL
 
-from service import optuna_bridge
-from service.database import Database, db_now
-from service.lifecycle import claim_slot
-from service.tables import TrialSlotRow, WorkerRow
+from service.store import optuna_bridge
+from service.store.database import Database, db_now
+from service.store.tables import TrialSlotRow, WorkerRow
+from service.trials.lifecycle import claim_slot
 from tests.helpers import wait_until
 from tests.service.support import (
     Processes,

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from service.database import Database, db_now
 from service.errors import Conflict, StudyNotFound
-from service.lifecycle import (
+from service.store.database import Database, db_now
+from service.trials.lifecycle import (
     TRANSITIONS,
     Claim,
     Ending,

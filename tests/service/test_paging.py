@@ -16,11 +16,12 @@ from typing import Any
 import optuna
 import pytest
 
-from service import lifecycle, reads, recovery
 from service.config import Settings
-from service.database import Database, make_optuna_storage
-from service.study_admin import create_study
-from service.study_requests import StudyRequest
+from service.store.database import Database, make_optuna_storage
+from service.studies import best_configs, progress, trial_list
+from service.studies.admin import create_study
+from service.studies.requests import StudyRequest
+from service.trials import lifecycle, recovery
 from service.vocabulary import TrialState
 from tests.service.rows import start_sampled, study_id_of
 
@@ -143,7 +144,9 @@ def test_trials_pages_while_trials_are_added(
     run_trials(db, storage, "first", 7)
 
     def page(limit: int, offset: int) -> tuple[list[Any], int]:
-        found = reads.list_trials(db, storage, name="first", limit=limit, offset=offset, **filters)
+        found = trial_list.list_trials(
+            db, storage, name="first", limit=limit, offset=offset, **filters
+        )
         # Only numbered trials: one that is waiting for its number is not yet a trial to keep.
         return [_trial_key(t) for t in found.items if t.number is not None], found.total
 
@@ -156,7 +159,7 @@ def test_the_study_list_pages_while_trials_are_added(db: Database, storage: Any)
     run_trials(db, storage, "second", 2)
 
     def page(limit: int, offset: int) -> tuple[list[Any], int]:
-        found = reads.list_studies(db, task="external", limit=limit, offset=offset)
+        found = progress.list_studies(db, task="external", limit=limit, offset=offset)
         return [s.name for s in found.items], found.total
 
     def writes() -> None:
@@ -171,7 +174,9 @@ def test_the_catalogue_pages_its_studies_while_trials_are_added(db: Database, st
     run_trials(db, storage, "second", 2)
 
     def page(limit: int, offset: int) -> tuple[list[Any], int]:
-        found = reads.best_for_task(db, task="external", metric="loss", limit=limit, offset=offset)
+        found = best_configs.best_for_task(
+            db, task="external", metric="loss", limit=limit, offset=offset
+        )
         return list(found.studies), len(found.studies)
 
     def writes() -> None:

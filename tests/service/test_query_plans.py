@@ -24,12 +24,14 @@ import pytest
 from sqlalchemy import event
 
 from optim_core.registry import OPTIMIZERS
-from service import lifecycle, optuna_bridge, reads, recovery
 from service.config import Settings
-from service.database import Database, make_optuna_storage
-from service.lifecycle import Ending
-from service.study_admin import create_study
-from service.study_requests import StudyRequest
+from service.store import optuna_bridge
+from service.store.database import Database, make_optuna_storage
+from service.studies import best_configs, progress, trial_list
+from service.studies.admin import create_study
+from service.studies.requests import StudyRequest
+from service.trials import lifecycle, recovery
+from service.trials.lifecycle import Ending
 from service.vocabulary import SlotOutcome, TrialState
 from tests.service.rows import start_sampled, study_id_of
 
@@ -166,34 +168,34 @@ def history(db: Database) -> Iterator[optuna.storages.RDBStorage]:
 
 
 def _trials_by_optimizer(db: Database, storage: Any) -> None:
-    page = reads.list_trials(db, storage, name="older", optimizer="adam", limit=2, offset=1)
+    page = trial_list.list_trials(db, storage, name="older", optimizer="adam", limit=2, offset=1)
     assert page.total == 3 and len(page.items) == 2
 
 
 def _trials_by_state(db: Database, storage: Any) -> None:
-    page = reads.list_trials(
+    page = trial_list.list_trials(
         db, storage, name="older", state=TrialState.COMPLETE, limit=2, offset=1
     )
     assert page.total == 3 and len(page.items) == 2
 
 
 def _trials_unfiltered(db: Database, storage: Any) -> None:
-    page = reads.list_trials(db, storage, name="older", limit=4, offset=3)
+    page = trial_list.list_trials(db, storage, name="older", limit=4, offset=3)
     assert page.total == 6 and len(page.items) == 3
 
 
 def _catalogue_best(db: Database, storage: Any) -> None:
-    best = reads.best_for_task(db, task="external", metric="loss", limit=1)
-    assert {b.optimizer for b in best.optimizers} == {"sgd", "adam"}
-    assert best.studies == ["newer"]
+    found = best_configs.best_for_task(db, task="external", metric="loss", limit=1)
+    assert {b.optimizer for b in found.optimizers} == {"sgd", "adam"}
+    assert found.studies == ["newer"]
 
 
 def _study_best(db: Database, storage: Any) -> None:
-    assert reads.study_best(db, "older").winner.value == 0.0
+    assert best_configs.study_best(db, "older").winner.value == 0.0
 
 
 def _study_detail(db: Database, storage: Any) -> None:
-    view = reads.study_view(db, "newer", heartbeat_interval=1)
+    view = progress.study_view(db, "newer", heartbeat_interval=1)
     assert sum(o.running for o in view.optimizers) == 2
 
 
@@ -320,7 +322,7 @@ def test_the_migrations_build_exactly_the_models_indexes(db: Database) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from service.tables import Base
+    from service.store.tables import Base
 
     with db.writer.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
@@ -355,15 +357,15 @@ def test_a_page_of_ended_trials_reads_nothing_of_optuna(db: Database, history: A
     event.listen(storage.engine, "before_cursor_execute", record)
     try:
         ended = [
-            *reads.list_trials(
+            *trial_list.list_trials(
                 db, storage, name="older", state=TrialState.COMPLETE, limit=50, offset=0
             ).items,
-            *reads.list_trials(
+            *trial_list.list_trials(
                 db, storage, name="older", state=TrialState.PRUNED, limit=50, offset=0
             ).items,
         ]
         assert not optuna_reads, optuna_reads
-        running = reads.list_trials(
+        running = trial_list.list_trials(
             db, storage, name="older", state=TrialState.RUNNING, limit=50, offset=0
         ).items
         assert optuna_reads  # a running trial's progress is Optuna's

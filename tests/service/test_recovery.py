@@ -15,12 +15,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from service import optuna_bridge
-from service.database import Database, db_now, make_optuna_storage
-from service.lifecycle import Ending, finish_slot, release_slot, start_slot
-from service.recovery import Recovered, ending_of, fail_orphaned_trials, recover
-from service.slot_guard import SlotGuard, SlotTakenBack
-from service.tables import StudyOptimizerRow
+from service.store import optuna_bridge
+from service.store.database import Database, db_now, make_optuna_storage
+from service.store.tables import StudyOptimizerRow
+from service.trials.guard import SlotGuard, SlotTakenBack
+from service.trials.lifecycle import Ending, finish_slot, release_slot, start_slot
+from service.trials.recovery import Recovered, ending_of, fail_orphaned_trials, recover
 from service.vocabulary import EXTERNAL_TASK, ConfigOrigin, SlotOutcome, SlotState, StudyStatus
 from tests.service.rows import (
     add_study,

@@ -25,9 +25,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 
-from service.database import Database
-from service.schema import VERSION_TABLE, head_revision
-from service.tables import Base
+from service.store.database import Database
+from service.store.migrate import VERSION_TABLE, head_revision
+from service.store.tables import Base
 from tests.service.conftest import _test_environment, hpt_command
 from tests.service.support import Server
 

@@ -10,10 +10,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from service import optuna_bridge
-from service.database import Database, make_optuna_storage
-from service.lifecycle import Ending, release_slot, revoke_study
-from service.slot_guard import SlotGuard, SlotTakenBack
+from service.store import optuna_bridge
+from service.store.database import Database, make_optuna_storage
+from service.trials.guard import SlotGuard, SlotTakenBack
+from service.trials.lifecycle import Ending, release_slot, revoke_study
 from service.vocabulary import SlotOutcome
 from tests.service.rows import add_study, claim, create_optuna_studies, start
 

@@ -12,10 +12,10 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from service import optuna_bridge
-from service.database import Database, db_now, make_optuna_storage
-from service.recovery import Recovered, recover
-from service.tables import StudyOptimizerRow, TrialSlotRow
+from service.store import optuna_bridge
+from service.store.database import Database, db_now, make_optuna_storage
+from service.store.tables import StudyOptimizerRow, TrialSlotRow
+from service.trials.recovery import Recovered, recover
 from tests.helpers import wait_until
 from tests.service.test_api_asktell import STUDY, ask, create_external, make_client, post
 

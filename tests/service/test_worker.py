@@ -1,6 +1,6 @@
 """The worker: real ``hpt worker`` processes that are killed and stopped, and the loop in-process.
 
-Studies are created with :func:`service.study_admin.create_study`, exactly what ``POST /studies``
+Studies are created with :func:`service.studies.admin.create_study`, exactly what ``POST /studies``
 runs, so these tests need no API server.
 """
 
@@ -15,14 +15,14 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 from sqlalchemy.engine import Engine
 
-from service import optuna_bridge
 from service.config import Settings
-from service.database import Database, db_now, make_optuna_storage
-from service.lifecycle import claim_slot, revoke_study
-from service.slot_guard import SlotTakenBack
-from service.study_admin import create_study
-from service.study_requests import StudyRequest
-from service.tables import StudyRow, TrialSlotRow, WorkerRow
+from service.store import optuna_bridge
+from service.store.database import Database, db_now, make_optuna_storage
+from service.store.tables import StudyRow, TrialSlotRow, WorkerRow
+from service.studies.admin import create_study
+from service.studies.requests import StudyRequest
+from service.trials.guard import SlotTakenBack
+from service.trials.lifecycle import claim_slot, revoke_study
 from service.worker import Worker
 from tests.helpers import wait_until
 from tests.service.support import (

@@ -9,9 +9,11 @@ from importlib import resources
 import pytest
 
 from optim_core import OPTIMIZERS
-from studies.portfolio import (
+from studies.tasks import BUILTIN_TASKS
+from studies.warm_start import (
     Evaluations,
     PortfolioError,
+    fit_to_space,
     greedy_portfolio,
     learn_portfolio,
     leave_one_task_out,
@@ -20,9 +22,7 @@ from studies.portfolio import (
     parse_portfolio,
     rank_scores,
 )
-from studies.portfolio.learn import LEARNING_TASKS, candidates, portfolio_from
-from studies.tasks import BUILTIN_TASKS
-from studies.warm_start import fit_to_space
+from studies.warm_start.learn import LEARNING_TASKS, candidates, portfolio_from
 
 
 def test_rank_scores_share_ties_and_put_failures_last():
@@ -106,7 +106,7 @@ def test_the_shipped_portfolio_is_what_the_shipped_evaluations_give():
         assert set(evaluation.values) == set(LEARNING_TASKS)
     assert set(BUILTIN_TASKS) - set(LEARNING_TASKS) == {"digits_cnn"}
     shipped = json.loads(
-        resources.files("studies.portfolio").joinpath("evaluations.json").read_text()
+        resources.files("studies.warm_start").joinpath("evaluations.json").read_text()
     )
     size = len(next(iter(load_portfolio().values())))
     relearned = portfolio_from(shipped, size)

@@ -1,0 +1,463 @@
+"""Ask/tell: trials of task ``external`` studies, trained by the client's own code.
+
+A client asks for a trial and gets its hyperparameters and a lease (the slot's claim token); it
+may report intermediate values (each report renews the lease, and says whether to prune) and
+renew the lease while it trains, then tells the outcome. Each ask takes one trial slot exactly as
+a worker does (:mod:`service.trials.lifecycle`), so ``n_trials`` stays exact however many clients
+ask. A
+lease that runs out without a tell is collected by recovery: the trial fails, its slot goes back
+and the next ask is offered the same hyperparameters.
+
+A tell happens exactly once, whatever fails when:
+
+1. the lease is checked (a tell after the lease ran out is a 409, on the database's clock);
+2. Optuna is told (:mod:`service.trials.guard` refuses it if the slot was taken back meanwhile);
+3. the slot is finished or released.
+
+If 3 fails, the slot is still held while Optuna knows the outcome: a retried tell finds Optuna
+told with the same outcome and completes step 3, and recovery does the same when the lease runs
+out. A retried identical tell answers as the first did; a different second tell is a 409.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import optuna
+import sqlalchemy as sa
+from optuna.trial import FrozenTrial, TrialState
+
+from optim_core.registry import OPTIMIZERS
+from optim_core.spaces import sample_space, space_from_json
+from service.api.schemas import AskOut, RenewOut, ReportOut, TellOut
+from service.errors import Conflict, StudyNotFound, TrialNotFound
+from service.store import optuna_bridge
+from service.store.database import Database, as_utc, db_now
+from service.store.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
+from service.trials.guard import SlotGuard, SlotTakenBack
+from service.trials.lifecycle import (
+    RECOVERY_HOLDER,
+    Claim,
+    Ending,
+    claim_slot,
+    finish_slot,
+    release_slot,
+    renew_lease,
+    start_slot,
+    still_held,
+)
+from service.trials.recovery import ending_of
+from service.vocabulary import (
+    ACCEPTING_TRIALS,
+    EXTERNAL_TASK,
+    HELD_SLOT_STATES,
+    SlotOutcome,
+    SlotState,
+    StudyStatus,
+)
+from studies.samplers import make_pruner, make_sampler, slot_sampler_seed
+
+# The holder recorded on slots taken through the API.
+ASK_TELL_HOLDER = "ask/tell"
+# What a told outcome becomes in Optuna.
+TOLD_STATES = {
+    "complete": TrialState.COMPLETE,
+    "pruned": TrialState.PRUNED,
+    "failed": TrialState.FAIL,
+}
+_TOLD_OUTCOMES = {
+    "complete": SlotOutcome.COMPLETE,
+    "pruned": SlotOutcome.PRUNED,
+    "failed": SlotOutcome.FAILED,
+}
+
+
+@dataclass(frozen=True)
+class AskTell:
+    """What ask/tell needs of the API process: the database, Optuna's storage (whose writes are
+    guarded by ``guard``) and the limits."""
+
+    db: Database
+    storage: optuna.storages.BaseStorage
+    guard: SlotGuard
+    max_failed_trials: int | None = None
+
+
+@dataclass(frozen=True)
+class _Study:
+    id: int
+    name: str
+    status: StudyStatus
+    pruner: str
+    epochs: int | None
+
+
+@dataclass(frozen=True)
+class _Slot:
+    id: int
+    token: str | None
+    state: SlotState
+    outcome: str | None
+    value: float | None
+    trial_id: int
+    trial_number: int
+    lease_seconds: float
+    expired: bool
+    optuna_study_name: str
+    taken_over: bool
+
+
+def external_study(at: AskTell, name: str) -> _Study:
+    with at.db.read() as session:
+        study = session.scalar(sa.select(StudyRow).where(StudyRow.name == name))
+        if study is None or study.status == StudyStatus.DELETING:
+            raise StudyNotFound(name)
+        if study.task != EXTERNAL_TASK:
+            raise Conflict(
+                f"study {name!r} trains task {study.task!r}: workers run its trials. Ask/tell is "
+                "for studies of task 'external', whose trials your own code trains"
+            )
+        return _Study(study.id, study.name, StudyStatus(study.status), study.pruner, study.epochs)
+
+
+def ask_trial(at: AskTell, name: str, *, lease_seconds: float) -> AskOut:
+    """Start the next trial of an external study and lease it to the caller.
+
+    Raises:
+        StudyNotFound: no such study.
+        Conflict: not an external study, the study takes no more trials, or every slot is held
+            by a running trial.
+    """
+    study = external_study(at, name)
+    claim = claim_slot(
+        at.db, holder=ASK_TELL_HOLDER, study_id=study.id, external=True, lease_seconds=lease_seconds
+    )
+    if claim is None:
+        raise Conflict(_no_free_slot(at, name))
+    with starting(
+        at,
+        claim,
+        failure="the API could not start the trial",
+        taken_back="the study was deleted or stopped while the trial started",
+    ):
+        return _start_trial(at, claim, lease_seconds)
+
+
+@contextmanager
+def starting(at: AskTell, claim: Claim, *, failure: str, taken_back: str) -> Iterator[None]:
+    """Inside the block the claimed slot's trial is started, every Optuna write guarded by the
+    slot. If the block fails, the slot goes back (``lost``: its config is offered again) and a
+    slot taken back meanwhile (a delete, a stop) becomes a 409 saying ``taken_back``: whatever
+    failed then failed for that (a delete's purge makes Optuna's reads of the study raise
+    ``KeyError`` before any guarded write could say so)."""
+    try:
+        with at.guard.holding(claim.slot_id, claim.claim_token):
+            yield
+    except BaseException as exc:
+        released = release_slot(
+            at.db,
+            claim.slot_id,
+            Ending(SlotOutcome.LOST, reason=f"{failure}: {exc}"),
+            token=claim.claim_token,
+        )
+        if isinstance(exc, SlotTakenBack) or (isinstance(exc, Exception) and not released):
+            raise Conflict(taken_back) from exc
+        raise
+
+
+def _no_free_slot(at: AskTell, name: str) -> str:
+    study = external_study(at, name)
+    if study.status not in ACCEPTING_TRIALS:
+        return f"study {name!r} is {study.status}; it takes no new trials"
+    return (
+        f"every trial slot of study {name!r} is held by a running trial; retry when a running "
+        "trial ends (a tell, or a lease that runs out)"
+    )
+
+
+def _start_trial(at: AskTell, claim: Claim, lease_seconds: float) -> AskOut:
+    spec = OPTIMIZERS[claim.optimizer]
+    space = space_from_json(claim.search_space, spec.domains)
+    study = optuna_bridge.load_study(
+        at.storage,
+        claim.optuna_study_name,
+        sampler=make_sampler(
+            claim.sampler,
+            seed=slot_sampler_seed(
+                claim.seed, claim.optimizer, claim.ordinal, sampler=claim.sampler
+            ),
+            space=space,
+        ),
+    )
+    fixed = optuna_bridge.fixed_params(space, claim.params) if claim.params else None
+    trial = optuna_bridge.start_trial(
+        study,
+        slot_id=claim.slot_id,
+        origin=claim.origin,
+        fixed=fixed,
+        attrs={
+            "optimizer": claim.optimizer,
+            "worker": ASK_TELL_HOLDER,
+            **({"origin_source": claim.source} if claim.source else {}),
+        },
+    )
+    values = sample_space(trial, space)
+    trial.set_user_attr("hyperparameters", values)
+    if not start_slot(
+        at.db,
+        claim.slot_id,
+        claim.claim_token,
+        trial_id=trial._trial_id,
+        trial_number=trial.number,
+        params=values,
+    ):
+        raise SlotTakenBack(f"slot {claim.slot_id} was taken back before its trial started")
+    assert claim.lease_expires_at is not None
+    return AskOut(
+        study=claim.study_name,
+        optimizer=claim.optimizer,
+        number=trial.number,
+        params=values,
+        python=spec.python_line(values),
+        lease=claim.claim_token,
+        lease_expires_at=as_utc(claim.lease_expires_at),
+    )
+
+
+def _find_slot(at: AskTell, name: str, optimizer: str, number: int) -> tuple[_Study, _Slot]:
+    study = external_study(at, name)
+    label = f"trial {optimizer}/{number} of study {name!r}"
+    with at.db.read() as session:
+        pair = session.execute(
+            sa.select(StudyOptimizerRow.id, StudyOptimizerRow.optuna_study_name).where(
+                StudyOptimizerRow.study_id == study.id, StudyOptimizerRow.optimizer == optimizer
+            )
+        ).one_or_none()
+        if pair is None:
+            optimizers = session.scalars(
+                sa.select(StudyOptimizerRow.optimizer).where(StudyOptimizerRow.study_id == study.id)
+            ).all()
+            raise TrialNotFound(
+                f"study {name!r} has no optimizer {optimizer!r}; its optimizers are "
+                f"{sorted(optimizers)}"
+            )
+        row = session.execute(
+            sa.select(TrialSlotRow, (TrialSlotRow.lease_expires_at < db_now()).label("expired"))
+            .where(
+                TrialSlotRow.study_optimizer_id == pair.id,
+                TrialSlotRow.trial_number == number,
+            )
+            .order_by(TrialSlotRow.id.desc())
+            .limit(1)
+        ).one_or_none()
+    if row is None or row[0].trial_id is None:
+        raise TrialNotFound(f"{label} not found; its trial numbers come from ask")
+    slot = row[0]
+    return study, _Slot(
+        id=slot.id,
+        token=slot.claim_token,
+        state=SlotState(slot.state),
+        outcome=slot.outcome,
+        value=slot.value,
+        trial_id=slot.trial_id,
+        trial_number=number,
+        lease_seconds=slot.lease_seconds or 0.0,
+        expired=bool(row.expired),
+        optuna_study_name=pair.optuna_study_name,
+        taken_over=slot.holder == RECOVERY_HOLDER,
+    )
+
+
+def _check_lease(slot: _Slot, lease: str, label: str) -> None:
+    if slot.taken_over:
+        raise Conflict(
+            f"the lease of {label} ran out; the trial is failed and its params go to the next ask"
+        )
+    if slot.token is None or not secrets.compare_digest(lease.encode(), slot.token.encode()):
+        raise Conflict(
+            f"the lease does not match {label}; send the lease that ask returned with it"
+        )
+
+
+def _held(at: AskTell, name: str, optimizer: str, number: int, lease: str) -> _Slot:
+    """The running trial ``optimizer``/``number``, checked to be held by the caller."""
+    _, slot = _find_slot(at, name, optimizer, number)
+    label = f"trial {optimizer}/{number} of study {name!r}"
+    _check_lease(slot, lease, label)
+    if slot.state == SlotState.FINISHED or (
+        slot.state == SlotState.RELEASED and slot.outcome == SlotOutcome.FAILED
+    ):
+        raise Conflict(f"{label} has already been told ({slot.outcome}); ask for a new trial")
+    if slot.state == SlotState.RELEASED:
+        raise Conflict(
+            f"{label} has ended ({slot.outcome}): its lease ran out or its study is being "
+            "deleted. An expired trial is failed and its params are offered to the next ask"
+        )
+    if slot.expired:
+        raise Conflict(
+            f"the lease of {label} ran out; it is failed and its params go to the next ask. "
+            "Renew the lease (POST .../renew, or report) while training"
+        )
+    return slot
+
+
+def report_value(
+    at: AskTell, name: str, optimizer: str, number: int, *, step: int, value: float, lease: str
+) -> ReportOut:
+    """Record an intermediate value of a running trial, renew its lease, say whether to prune.
+
+    Raises:
+        StudyNotFound, TrialNotFound: no such study or trial.
+        Conflict: the trial was told already, its lease ran out, or ``lease`` is not its lease.
+    """
+    slot = _held(at, name, optimizer, number, lease)
+    expires = renew_lease(at.db, slot.id, lease, slot.lease_seconds)
+    if expires is None:
+        raise Conflict(f"the lease of trial {optimizer}/{number} ran out meanwhile; ask again")
+    study = external_study(at, name)
+    try:
+        with at.guard.holding(slot.id, lease):
+            optuna_study = optuna_bridge.load_study(
+                at.storage,
+                slot.optuna_study_name,
+                pruner=make_pruner(study.pruner, epochs=study.epochs),
+            )
+            trial = optuna.trial.Trial(optuna_study, slot.trial_id)
+            trial.report(value, step)
+            should_prune = trial.should_prune()
+    except Exception as exc:
+        # Taken back meanwhile: a guarded write says so, or (a delete's purge) Optuna's reads
+        # of the study fail first; either way the trial has ended.
+        if isinstance(exc, SlotTakenBack) or not _still_held(at, slot.id, lease):
+            raise Conflict(f"trial {optimizer}/{number} has ended meanwhile; ask again") from exc
+        raise
+    return ReportOut(should_prune=should_prune, lease_expires_at=as_utc(expires))
+
+
+def renew(
+    at: AskTell, name: str, optimizer: str, number: int, *, lease: str, lease_seconds: float | None
+) -> RenewOut:
+    """Extend a running trial's lease (for a client that trains longer than its lease).
+
+    Raises:
+        StudyNotFound, TrialNotFound: no such study or trial.
+        Conflict: the trial was told already, its lease ran out, or ``lease`` is not its lease.
+    """
+    slot = _held(at, name, optimizer, number, lease)
+    expires = renew_lease(at.db, slot.id, lease, lease_seconds or slot.lease_seconds)
+    if expires is None:
+        raise Conflict(f"the lease of trial {optimizer}/{number} ran out meanwhile; ask again")
+    return RenewOut(lease_expires_at=as_utc(expires))
+
+
+def tell_outcome(
+    at: AskTell,
+    name: str,
+    optimizer: str,
+    number: int,
+    *,
+    state: str,
+    value: float | None,
+    lease: str,
+) -> TellOut:
+    """End a running trial: ``complete`` with its ``value``, ``pruned`` or ``failed``.
+
+    A complete or pruned trial counts towards ``n_trials``; a failed one gives its slot back (and
+    fails the study after ``max_failed_trials`` failures of one optimizer).
+
+    Raises:
+        StudyNotFound, TrialNotFound: no such study or trial.
+        Conflict: a different outcome was told already, the lease ran out, or ``lease`` is not
+            the trial's.
+    """
+    study, slot = _find_slot(at, name, optimizer, number)
+    label = f"trial {optimizer}/{number} of study {name!r}"
+    _check_lease(slot, lease, label)
+    told = _TOLD_OUTCOMES[state]
+    if slot.state not in HELD_SLOT_STATES:
+        if slot.outcome == told and (told != SlotOutcome.COMPLETE or slot.value == value):
+            return _told(at, study, optimizer, number, state, slot.value)  # a retried tell
+        if slot.outcome in _TOLD_OUTCOMES.values():
+            shown = (
+                f"{slot.outcome} with value {slot.value}"
+                if slot.value is not None
+                else slot.outcome
+            )
+            raise Conflict(f"{label} was already told {shown}; a trial is told once")
+        raise Conflict(
+            f"{label} has ended ({slot.outcome}) before this tell: its lease ran out or its "
+            "study is being deleted"
+        )
+    if slot.expired:
+        raise Conflict(
+            f"the lease of {label} ran out before this tell; the trial is failed and its params "
+            "go to the next ask"
+        )
+    frozen = _tell_optuna(at, slot, told, value, label)
+    if told in (SlotOutcome.COMPLETE, SlotOutcome.PRUNED):
+        finish_slot(at.db, slot.id, ending_of(frozen), token=lease)
+    else:
+        release_slot(
+            at.db,
+            slot.id,
+            Ending(
+                SlotOutcome.FAILED,
+                params=optuna_bridge.recorded_hyperparameters(frozen),
+                reason="the client told the trial failed",
+                record=optuna_bridge.trial_record(frozen),
+            ),
+            token=lease,
+            max_failed_trials=at.max_failed_trials,
+        )
+    return _told(at, study, optimizer, number, state, frozen.value)
+
+
+def _tell_optuna(
+    at: AskTell, slot: _Slot, told: SlotOutcome, value: float | None, label: str
+) -> FrozenTrial:
+    state = TOLD_STATES[str(told)]
+    try:
+        with at.guard.holding(slot.id, slot.token or ""):
+            study = optuna_bridge.load_study(at.storage, slot.optuna_study_name)
+            return study.tell(
+                slot.trial_number, value if told == SlotOutcome.COMPLETE else None, state=state
+            )
+    except SlotTakenBack as exc:
+        raise Conflict(f"{label} ended meanwhile (its lease ran out); ask again") from exc
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError, KeyError) as exc:
+        # Study.tell refuses a finished trial (ValueError before it writes, or Optuna's own
+        # error if it finished meanwhile): an earlier attempt of this tell, or recovery. A
+        # trial (or study: KeyError) that is gone was purged by a delete.
+        frozen = optuna_bridge.get_trial(at.storage, slot.trial_id)
+        if frozen is None:
+            raise Conflict(f"{label} ended meanwhile: its study is being deleted") from exc
+        if not frozen.state.is_finished():
+            raise
+        if frozen.state == state and (state != TrialState.COMPLETE or frozen.value == value):
+            return frozen  # told by an earlier attempt whose slot update did not happen
+        raise Conflict(
+            f"{label} already ended as {frozen.state.name.lower()}; a trial is told once"
+        ) from None
+
+
+def _still_held(at: AskTell, slot_id: int, token: str) -> bool:
+    with at.db.write() as session:
+        return still_held(session, slot_id, token)
+
+
+def _told(
+    at: AskTell, study: _Study, optimizer: str, number: int, state: str, value: float | None
+) -> TellOut:
+    with at.db.read() as session:
+        status = session.scalar(sa.select(StudyRow.status).where(StudyRow.id == study.id))
+    return TellOut(
+        study=study.name,
+        optimizer=optimizer,
+        number=number,
+        state=state,
+        value=value if state == "complete" else None,
+        study_status=status or "deleted",
+    )

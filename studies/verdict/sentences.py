@@ -1,0 +1,89 @@
+"""The verdict in words: the sentence a person reads, and how a mean with its interval is
+written."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from studies.verdict.statistics import Summary
+
+if TYPE_CHECKING:
+    from studies.verdict.decision import Verdict
+
+TEST_SHORT = "Welch's t-test, Holm-corrected"
+
+
+def verdict_sentence(verdict: Verdict) -> str:
+    """The verdict in one or two sentences, with the figures and the test."""
+    level = f"{1 - verdict.alpha:.0%}"
+    better = "higher" if verdict.direction == "maximize" else "lower"
+    if verdict.outcome == "none":
+        return "No verdict yet: no optimizer has a finished seed."
+    best = verdict.standings[0]
+    figure = f"{verdict.metric} {figure_of(best.summary)}"
+    if verdict.outcome == "single":
+        return (
+            f"Only {best.optimizer} has finished seeds ({figure}); there is nothing to compare "
+            "it with."
+        )
+    runner_up = verdict.standings[1]
+    assert runner_up.comparison is not None
+    test = f"{TEST_SHORT}, {level}"
+    if verdict.outcome == "winner":
+        return (
+            f"{best.optimizer} wins: {figure}, {better} than every other optimizer beyond seed "
+            f"noise ({test}). Runner-up: {runner_up.optimizer}, {figure_of(runner_up.summary)}, "
+            f"{_p(runner_up.comparison.p_adjusted)}."
+        )
+    tied = [s for s in verdict.standings if s.status == "tied"]
+    worse = [s.optimizer for s in verdict.standings if s.status == "worse"]
+    untestable = [s.optimizer for s in tied if s.comparison and not s.comparison.testable]
+    text = (
+        f"No single winner: {_join(verdict.leaders)} are tied, none worse than the best mean "
+        f"beyond seed noise ({test}). Best mean: {best.optimizer}, {figure}."
+    )
+    if untestable:
+        text += f" {_join(untestable)}: one seed only, not testable."
+    if worse:
+        text += f" Worse beyond noise: {_join(worse)}."
+    return text
+
+
+def format_mean(summary: Summary) -> str:
+    """``0.9769 ± 0.0045``: the mean to the precision of its interval's half-width (two
+    significant digits); the mean alone (4 significant digits) without an interval."""
+    if summary.mean is None:
+        return "n/a"
+    half = summary.half_width
+    if half is None or half == 0 or not math.isfinite(half):
+        return _number(summary.mean) if half is None else f"{_number(summary.mean)} ± 0"
+    decimals = max(0, 1 - math.floor(math.log10(half)))
+    if decimals > 6 or abs(summary.mean) >= 1e5:
+        return f"{_number(summary.mean)} ± {half:.2g}"
+    return f"{summary.mean:.{decimals}f} ± {half:.{decimals}f}"
+
+
+def figure_of(summary: Summary) -> str:
+    """``0.9769 ± 0.0045 (95% CI, 5 seeds)``."""
+    if summary.half_width is None:
+        return f"{format_mean(summary)} ({summary.n} seed{'s' * (summary.n != 1)}, no interval)"
+    return f"{format_mean(summary)} ({summary.confidence:.0%} CI, {summary.n} seeds)"
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3g}"
+
+
+def _p(value: float | None) -> str:
+    if value is None:
+        return "p n/a"
+    return "p < 0.001" if value < 0.001 else f"p = {value:.3f}"
+
+
+def _join(names: Sequence[str]) -> str:
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
