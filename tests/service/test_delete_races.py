@@ -19,7 +19,7 @@ import service.api.studies as studies_api
 from service.store import optuna_bridge
 from service.store.database import Database, make_optuna_storage
 from service.studies import admin as study_admin
-from service.studies import reads
+from service.studies import best_configs, progress
 from service.studies.admin import delete_study
 from service.trials import ask_tell
 from tests.service.test_api_asktell import STUDY, create_external, make_client
@@ -297,7 +297,7 @@ def test_study_view_deleted_mid_read(
 ) -> None:
     create_external(client, n_trials=3)
     told(client)
-    before(reads, "_held_counts", monkeypatch, race)
+    before(progress, "_held_counts", monkeypatch, race)
     response = client.get(STUDY)
     check(response, {200, 404})
 
@@ -307,7 +307,7 @@ def test_study_best_deleted_mid_read(
 ) -> None:
     create_external(client, n_trials=3)
     told(client)
-    before(reads, "_best_slots", monkeypatch, race)
+    before(best_configs, "best_slots", monkeypatch, race)
     response = client.get(f"{STUDY}/best")
     check(response, {200, 404})
 
@@ -317,7 +317,7 @@ def test_best_for_task_deleted_mid_read(
 ) -> None:
     create_external(client, n_trials=3)
     told(client)
-    before(reads, "_best_of_optimizer", monkeypatch, race)
+    before(best_configs, "_best_of_optimizer", monkeypatch, race)
     response = client.get("/api/v1/best", params={"task": "external", "metric": "loss"})
     check(response, {200, 404})
 
@@ -327,7 +327,7 @@ def test_study_list_deleted_mid_read(
 ) -> None:
     create_external(client, n_trials=3)
     told(client)
-    before(reads, "as_utc", monkeypatch, race)  # called per row, after its first reads
+    before(progress, "as_utc", monkeypatch, race)  # called per row, after its first reads
     response = client.get("/api/v1/studies")
     check(response, {200, 404})
 
@@ -337,7 +337,7 @@ def test_metrics_deleted_mid_read(
 ) -> None:
     create_external(client, n_trials=3)
     told(client)
-    before(reads, "_live_workers", monkeypatch, race)
+    before(progress, "count_live_workers", monkeypatch, race)
     response = client.get("/metrics")
     check(response, {200, 404})
 

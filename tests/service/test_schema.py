@@ -51,7 +51,7 @@ def create_first_release_tables(url: str) -> None:
     try:
         with engine.begin() as connection:
             config = Config()
-            config.set_main_option("script_location", str(files("service") / "migrations"))
+            config.set_main_option("script_location", str(files("service.store") / "migrations"))
             config.attributes["connection"] = connection
             command.upgrade(config, "0001")
             connection.execute(sa.text(f"DROP TABLE {VERSION_TABLE}"))
