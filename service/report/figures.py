@@ -11,8 +11,8 @@ to draw yet).
 
 Every optimizer keeps its colour and its legend group in every figure, so clicking it in a
 legend hides or shows all of its marks. User text (names, metric, parameters, notes) reaches
-plotly escaped (``esc``): plotly draws labels as a subset of HTML, and its JSON escapes ``<``,
-``>`` and ``/``, so nothing typed can end the page's ``<script>``.
+plotly escaped (``label``): plotly draws labels as a subset of HTML; and plotly's JSON escapes
+``<``, ``>`` and ``/``, so nothing typed can end the page's ``<script>``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import plotly.graph_objects as go
 import plotly.io
 
 from service.report.data import StudyReport, TrialPoint
-from service.report.markup import esc, number
+from service.report.markup import esc, label, number
 from studies.verdict import OptimizerResult, summarize
 
 # Okabe-Ito (distinguishable with the common colour-vision deficiencies), yellow darkened to read
@@ -115,7 +115,7 @@ def axis(title: str, *, log: bool) -> dict[str, Any]:
     """An axis with its title; a log one marks every decade as a power of ten (``10⁻³``)."""
     decades = dict(type="log", dtick=1, exponentformat="power") if log else {}
     return dict(
-        title=dict(text=esc(title)),
+        title=dict(text=label(title)),
         showline=True,
         linecolor="#888",
         mirror=True,
@@ -159,10 +159,10 @@ def best_so_far(report: StudyReport) -> str:
         # is the best held until now.
         xs = [x for x, _ in steps] + [spent]
         ys = [float(t.value) for _, t in steps] + [float(best.value)]  # type: ignore[arg-type]
-        hover = [f"{esc(optimizer.name)}: new best after {x:g} epochs<br>{_trial_hover(t)}"
+        hover = [f"{label(optimizer.name)}: new best after {x:g} epochs<br>{_trial_hover(t)}"
                  for x, t in steps]  # fmt: skip
         hover.append(
-            f"{esc(optimizer.name)}: best so far after {spent:g} epochs: {number(best.value)}"
+            f"{label(optimizer.name)}: best so far after {spent:g} epochs: {number(best.value)}"
             f" (trial {best.number})"
         )
         values += ys
@@ -173,8 +173,8 @@ def best_so_far(report: StudyReport) -> str:
                 mode="lines+markers",
                 line=dict(shape="hv", color=colour(i), width=2),
                 marker=dict(size=[6] * len(steps) + [10], color=colour(i)),
-                name=esc(optimizer.name),
-                legendgroup=esc(optimizer.name),
+                name=label(optimizer.name),
+                legendgroup=label(optimizer.name),
                 meta="best-so-far",
                 hovertext=hover,
                 hovertemplate="%{hovertext}<extra></extra>",
@@ -214,7 +214,7 @@ def learning_curves(report: StudyReport) -> str:
         rows = mean_curve(optimizer.curves)
         if not rows:
             continue
-        name = esc(optimizer.name)
+        name = label(optimizer.name)
         banded = [row for row in rows if row[2] is not None]
         if banded:
             epochs = [row[0] for row in banded]
@@ -290,7 +290,7 @@ def lr_sensitivity(report: StudyReport) -> str:
     # A trial with no value (failed, diverged) sits on a strip of its own under the plot.
     no_value = any(not t.has_value for _, _, trials in drawn for t in trials)
     for i, optimizer, trials in drawn:
-        name = esc(optimizer.name)
+        name = label(optimizer.name)
         marks = [
             ("complete", [t for t in trials if t.state == "complete" and t.has_value],
              dict(symbol="circle", size=8, opacity=0.8)),
@@ -407,8 +407,8 @@ def importance_bars(report: StudyReport) -> str:
         if not result.importances:
             notes.append(f"<li>{head}{esc(result.reason)}</li>")
             continue
-        name = esc(optimizer.name)
-        params = [esc(param) for param in result.importances]
+        name = label(optimizer.name)
+        params = [label(param) for param in result.importances]
         shares = list(result.importances.values())
         figure.add_trace(
             go.Bar(
@@ -466,13 +466,14 @@ def _confirmed(report: StudyReport) -> dict[str, tuple[float, OptimizerResult]]:
 def _trial_hover(trial: TrialPoint) -> str:
     """A trial for its hover label: state, cost, value, config and note (escaped)."""
     value = number(trial.value) if trial.has_value else "no value"
-    text = f"trial {trial.number} ({esc(trial.state)}, {trial.epochs} epochs): {value}"
+    text = f"trial {trial.number} ({label(trial.state)}, {trial.epochs} epochs): {value}"
     text += f"<br>{params_text(trial.params)}" if trial.params else ""
-    return text + (f"<br>{esc(trial.note)}" if trial.note else "")
+    return text + (f"<br>{label(trial.note)}" if trial.note else "")
 
 
 def params_text(params: dict[str, Any]) -> str:
-    """Hyperparameters as ``lr=0.01, batch_size=32`` (escaped)."""
+    """Hyperparameters as ``lr=0.01, batch_size=32``, escaped for a label or text content (not
+    for an attribute)."""
     return ", ".join(
-        f"{esc(k)}={esc(number(v) if isinstance(v, float) else v)}" for k, v in params.items()
+        f"{label(k)}={label(number(v) if isinstance(v, float) else v)}" for k, v in params.items()
     )

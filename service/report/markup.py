@@ -7,13 +7,18 @@ import math
 
 
 def esc(value: object) -> str:
-    """Text or attribute value made inert (quotes included).
-
-    Plotly reads the labels it draws (titles, legend entries, hover text) as a small subset of
-    HTML and turns entities back into characters, so the same escaping shows user input there
-    as text too.
-    """
+    """Text or attribute value made inert (quotes included)."""
     return html.escape(str(value), quote=True)
+
+
+def label(value: object) -> str:
+    """Text for a plotly label (title, legend entry, hover text) or the page's text content.
+
+    Plotly reads its labels as a small subset of HTML (``<b>``, ``<br>``, ``<a href>`` ...) and
+    turns ``&amp;``, ``&lt;`` and ``&gt;`` back into characters, but not ``&quot;``: so ``<``,
+    ``>`` and ``&`` are escaped and quotes are left as they are (no tag, no attribute).
+    """
+    return html.escape(str(value), quote=False)
 
 
 def number(value: float | None, digits: int = 4) -> str:
