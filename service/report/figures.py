@@ -216,10 +216,12 @@ def mean_curve(
 def learning_curves(report: StudyReport) -> str:
     figure = go.Figure()
     values = []
+    last_epoch = 0
     for i, optimizer in enumerate(report.optimizers):
         rows = mean_curve(optimizer.curves)
         if not rows:
             continue
+        last_epoch = max(last_epoch, rows[-1][0])
         name = label(optimizer.name)
         banded = [row for row in rows if row[2] is not None]
         if banded:
@@ -276,7 +278,7 @@ def learning_curves(report: StudyReport) -> str:
             y_log=wants_log(values, report.direction),
         )
     )
-    if max(len(o.curves[0]) if o.curves else 0 for o in report.optimizers) <= 10:
+    if last_epoch <= 10:
         figure.update_xaxes(dtick=1)  # a few epochs: whole ones, never 1.5
     note = (
         '<p class="caption">Line: mean over the seeds of the confirmed config; band: 95% '
@@ -329,44 +331,10 @@ def lr_sensitivity(report: StudyReport) -> str:
                 )
             )
             shown = True
-        if optimizer.name in confirmed:
-            lr, result = confirmed[optimizer.name]
-            summary = result.val
-            if summary.mean is not None:
-                values.append(summary.mean)
-                error = None
-                if summary.half_width is not None:
-                    error = dict(type="data", array=[summary.half_width], color=colour(i),
-                                 thickness=2, width=6)  # fmt: skip
-                interval = (
-                    f"<br>95% interval [{number(summary.ci_low)}, {number(summary.ci_high)}]"
-                    if summary.half_width is not None
-                    else ""
-                )
-                figure.add_trace(
-                    go.Scatter(
-                        x=[lr],
-                        y=[summary.mean],
-                        mode="markers",
-                        error_y=error,
-                        marker=dict(
-                            symbol="star",
-                            size=16,
-                            color=colour(i),
-                            line=dict(color="#ffffff", width=1),
-                        ),
-                        name=name,
-                        legendgroup=name,
-                        showlegend=not shown,
-                        meta="confirmed",
-                        hovertext=[
-                            f"{name}: confirmed config, mean of {summary.n} seed"
-                            f"{'s' * (summary.n != 1)}: {number(summary.mean)}"
-                            f"{interval}<br>{params_text(result.config.params)}"
-                        ],  # type: ignore[union-attr]
-                        hovertemplate="%{hovertext}<extra></extra>",
-                    )
-                )
+        star = _confirmed_star(colour(i), name, confirmed.get(optimizer.name), shown)
+        if star is not None:
+            values += star.y
+            figure.add_trace(star)
     y_log = wants_log(values, report.direction)
     figure.update_layout(
         layout(
@@ -453,10 +421,44 @@ def importance_bars(report: StudyReport) -> str:
         ),
         barmode="group",
         # Categories bottom to top: the one that mattered most overall on top.
-        yaxis=dict(categoryorder="total ascending"),
+        yaxis=dict(type="category", categoryorder="total ascending"),
         xaxis=dict(tickformat=".0%", range=[0, 1.1]),
     )
     return plot(figure, "plot-importance") + listing
+
+
+def _confirmed_star(
+    stroke: str, name: str, confirmed: tuple[float, OptimizerResult] | None, shown: bool
+) -> go.Scatter | None:
+    """An optimizer's confirmed config at its lr: a star at its mean over seeds, with its 95%
+    interval (two seeds or more); ``None`` without one."""
+    if confirmed is None or confirmed[1].val.mean is None or confirmed[1].config is None:
+        return None
+    lr, result = confirmed
+    summary = result.val
+    interval = summary.half_width is not None
+    hover = (
+        f"{name}: confirmed config, mean of {summary.n} seed{'s' * (summary.n != 1)}: "
+        f"{number(summary.mean)}"
+        + (f"<br>95% interval [{number(summary.ci_low)}, {number(summary.ci_high)}]"
+           if interval else "")
+        + f"<br>{params_text(result.config.params)}"
+    )  # fmt: skip
+    return go.Scatter(
+        x=[lr],
+        y=[summary.mean],
+        mode="markers",
+        error_y=dict(type="data", array=[summary.half_width], color=stroke, thickness=2, width=6)
+        if interval
+        else None,
+        marker=dict(symbol="star", size=16, color=stroke, line=dict(color="#ffffff", width=1)),
+        name=name,
+        legendgroup=name,
+        showlegend=not shown,
+        meta="confirmed",
+        hovertext=[hover],
+        hovertemplate="%{hovertext}<extra></extra>",
+    )
 
 
 def _confirmed(report: StudyReport) -> dict[str, tuple[float, OptimizerResult]]:
