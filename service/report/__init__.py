@@ -1,4 +1,5 @@
-"""The study report: one self-contained HTML page (inline SVG figures, no external assets).
+"""The study report: one self-contained HTML page (plotly figures, plotly.js inlined: it loads
+nothing).
 
 The service fills a ``StudyReport`` from its tables and Optuna and calls ``render_report``.
 """

@@ -1,4 +1,5 @@
-"""The report page: one self-contained HTML document (inline CSS and SVG, no script, no fetch).
+"""The report page: one self-contained HTML document (inline CSS, and plotly.js inlined once for
+its figures: nothing is fetched from anywhere).
 
 It answers first (the verdict and its table), then shows why: the search, the learning curves,
 the learning-rate sensitivity and which hyperparameters mattered. A live study's page says so
@@ -8,27 +9,45 @@ and reloads itself with a meta refresh.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-from service.report.data import PHASES, Progress, StudyReport
+import plotly.offline
+
+from service.report.data import PHASES, OptimizerReport, Progress, StudyReport
 from service.report.figures import (
     best_so_far,
     importance_bars,
     learning_curves,
     lr_sensitivity,
     optimizer_colours,
+    params_text,
 )
-from service.report.svg import esc, number
-from studies.verdict import TEST, OptimizerResult, Standing, Summary, format_mean
+from service.report.markup import esc, number
+from service.vocabulary import StudyPhase
+from studies.verdict import (
+    TEST,
+    OptimizerResult,
+    Standing,
+    StudyVerdict,
+    Summary,
+    format_mean,
+    summarize,
+)
 
 DASH = "&ndash;"
+# Every status a verdict's standing may carry, in words; any other one is shown readably too
+# (``status_label``), never dropped.
 STATUS_LABELS = {
     "best": "best mean",
     "tied": "tied",
     "worse": "worse",
     "no_seeds": "no seeds yet",
+    "not_compared": "not compared",
+    "stopped": "stopped early",
 }
+NOT_COMPARED = "not_compared"
 
 CSS = """
 :root { color-scheme: light; --ink: #1d1d1f; --muted: #5b5b66; --line: #dcdce3;
@@ -80,19 +99,12 @@ tr.worse td { color: var(--muted); }
 .tag.best { background: #dcf3e4; color: #0d5a2c; }
 .tag.tied { background: #e6effa; color: #0b4a8a; }
 .tag.worse { background: #f1f1f4; color: #55555f; }
-.tag.no_seeds { background: #fff1cc; color: #7a5200; }
+.tag.no_seeds, .tag.not_compared, .tag.stopped { background: #fff1cc; color: #7a5200; }
 code { font: 12.5px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
   background: #f3f3f6; padding: 2px 6px; border-radius: 4px; word-break: break-all;
   margin-left: 8px; }
 .params { font-size: 13px; }
-.figure { display: flex; flex-wrap: wrap; align-items: flex-start; gap: 8px 18px; }
-.key { padding-top: 14px; }
-.panels { display: flex; flex-wrap: wrap; gap: 14px; }
-.panel { border: 1px solid var(--line); border-radius: 6px; padding: 8px 12px;
-  flex: 0 0 350px; }
-.panel h4 { margin: 2px 0 6px; font-size: 15px; }
-svg.chart { max-width: 100%; height: auto; }
-svg.lr-panel { border: 1px solid var(--line); border-radius: 6px; background: #fff; }
+.counts { margin: 6px 0 0; padding-left: 20px; color: var(--muted); font-size: 13px; }
 .caption { color: var(--muted); font-size: 13px; margin: 6px 0 0; }
 .empty { color: var(--muted); font-style: italic; margin: 8px 0; }
 footer { color: var(--muted); font-size: 13px; margin-top: 18px; }
@@ -103,20 +115,16 @@ a { color: var(--accent); }
 def render_report(data: StudyReport) -> str:
     """The report of one study as a self-contained HTML page.
 
-    Every piece of user input (study name, parameters, notes ...) is escaped; the page loads
-    nothing (no script, stylesheet, font or image from anywhere).
+    Every piece of user input (study name, metric, parameters, notes ...) is escaped, in the
+    markup and in the figures' data; the page loads nothing from anywhere: plotly.js, from the
+    installed ``plotly`` package, is inlined once when there is a figure to draw.
     """
     refresh = (
         f'<meta http-equiv="refresh" content="{max(2, int(data.refresh_seconds))}">'
         if data.live
         else ""
     )
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"{refresh}<title>{esc(data.name)}: which optimizer is best</title>"
-        f"<style>{CSS}</style></head><body><main>"
+    body = (
         f"{_header(data)}"
         f"{_verdict_section(data)}"
         + _section(
@@ -148,7 +156,20 @@ def render_report(data: StudyReport) -> str:
             importance_bars(data),
         )
         + _footer(data)
-        + "</main></body></html>\n"
+    )
+    # Each figure's own script draws it as the page is read, so plotly.js comes first. A page
+    # with nothing to draw yet (a fresh study reloading every few seconds) goes without it.
+    plotly_js = (
+        f"<script>{plotly.offline.get_plotlyjs()}</script>"
+        if 'class="plotly-graph-div"' in body
+        else ""
+    )
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"{refresh}<title>{esc(data.name)}: which optimizer is best</title>"
+        f"<style>{CSS}</style>{plotly_js}</head><body><main>{body}</main></body></html>\n"
     )
 
 
@@ -160,11 +181,8 @@ def _header(data: StudyReport) -> str:
         f"({better} is better){epochs} · {len(data.optimizers)} optimizer"
         f"{'s' * (len(data.optimizers) != 1)}</p>"
     )
-    phase_index = PHASES.index(data.phase) if data.phase in PHASES else -1
     phases = "".join(
-        f'<span class="{"now" if i == phase_index else "done" if i < phase_index else ""}">'
-        f"{esc(phase)}</span>"
-        for i, phase in enumerate(PHASES)
+        f'<span class="{state}">{esc(phase)}</span>' for phase, state in _phase_chips(data)
     )
     status = (
         f'<p><span class="badge {esc(data.status)}">{esc(data.status)}</span>'
@@ -190,6 +208,16 @@ def _header(data: StudyReport) -> str:
         f"<header><h1>{esc(data.name)}</h1>{meta}{status}"
         f'<div class="progress">{rows}{eta}</div>{live}</header>'
     )
+
+
+def _phase_chips(data: StudyReport) -> list[tuple[str, str]]:
+    """The phases this study has, each ``done``, ``now`` or ahead (``""``): a study without
+    confirmation never confirms."""
+    phases = [phase for phase in PHASES if phase != StudyPhase.CONFIRMING or data.confirm.total > 0]
+    now = phases.index(data.phase) if data.phase in phases else -1
+    return [
+        (phase, "now" if i == now else "done" if i < now else "") for i, phase in enumerate(phases)
+    ]
 
 
 def _progress_row(label: str, progress: Progress) -> str:
@@ -229,8 +257,8 @@ def _verdict_section(data: StudyReport) -> str:
         "p (Holm, all pairs)</th></tr>"
     )
     rows = "".join(
-        _verdict_row(result, verdict.standing(result.optimizer), verdict.outcome, colours)
-        for result in data.verdict.results
+        _verdict_row(result, standing, seeds, verdict.outcome, colours)
+        for result, standing, seeds in _verdict_rows(data.verdict, data.optimizers)
     )
     body = (
         f'<p class="{sentence_class}" id="verdict-sentence">{esc(verdict.sentence)}</p>'
@@ -248,27 +276,57 @@ def _verdict_section(data: StudyReport) -> str:
     )
 
 
+def status_label(status: str) -> str:
+    """A standing's status in words: a status the page has no words for yet reads as itself."""
+    return STATUS_LABELS.get(status, status.replace("_", " "))
+
+
+def _verdict_rows(
+    verdict: StudyVerdict, optimizers: Sequence[OptimizerReport]
+) -> list[tuple[OptimizerResult, Standing, int]]:
+    """Every optimizer of the study with its result, its standing and its finished seeds: the
+    verdict's in its order, then any optimizer the verdict leaves out, as not compared."""
+    standings = {s.optimizer: s for s in verdict.verdict.standings}
+    rows = []
+    for result in verdict.results:
+        standing = standings.get(result.optimizer) or Standing(
+            result.optimizer, None, result.val, NOT_COMPARED
+        )
+        rows.append((result, standing, result.val.n))
+    listed = {result.optimizer for result in verdict.results}
+    for optimizer in optimizers:
+        if optimizer.name in listed:
+            continue
+        nothing = summarize(())
+        result = OptimizerResult(optimizer.name, None, nothing, nothing)
+        seeds = optimizer.confirm.done if optimizer.confirm is not None else 0
+        rows.append((result, Standing(optimizer.name, None, nothing, NOT_COMPARED), seeds))
+    return rows
+
+
 def _verdict_row(
-    result: OptimizerResult, standing: Standing, outcome: str, colours: dict[str, str]
+    result: OptimizerResult,
+    standing: Standing,
+    seeds: int,
+    outcome: str,
+    colours: dict[str, str],
 ) -> str:
-    tag = STATUS_LABELS.get(standing.status, standing.status)
+    tag = status_label(standing.status)
     if standing.status == "best":
         tag = {"winner": "winner", "single": "only one"}.get(outcome, "best mean, tied")
     comparison = standing.comparison
     if comparison is None:
-        p_value = DASH
+        p_value = DASH if standing.status == "best" else "not compared"
     elif comparison.p_adjusted is None:
         p_value = f'<span title="{esc(comparison.note)}">untestable</span>'
     else:
         p_value = "&lt; 0.001" if comparison.p_adjusted < 0.001 else f"{comparison.p_adjusted:.3f}"
     config = result.config
     if config is None:
-        config_cell = '<span class="empty">no finished seed</span>'
+        seen = f"{seeds} finished seed{'s' * (seeds != 1)}, too few to compare"
+        config_cell = f'<span class="empty">{seen if seeds else "no finished seed"}</span>'
     else:
-        params = ", ".join(
-            f"{esc(k)}={esc(number(v) if isinstance(v, float) else v)}"
-            for k, v in config.params.items()
-        )
+        params = params_text(config.params)
         code = f" <code>{esc(config.python)}</code>" if config.python else ""
         config_cell = f'<span class="params">{params or "defaults"}</span>{code}'
     swatch = colours.get(result.optimizer, "#888888")
@@ -280,7 +338,7 @@ def _verdict_row(
         f'<td><span class="tag {esc(standing.status)}">{esc(tag)}</span></td>'
         f"<td class=num>{_mean_ci(result.val)}</td>"
         f"<td class=num>{_mean_ci(result.test)}</td>"
-        f"<td class=num>{result.val.n}</td>"
+        f"<td class=num>{seeds}</td>"
         f"<td class=num>{p_value}</td></tr>"
         f'<tr class="config {esc(standing.status)}" data-config="{esc(result.optimizer)}">'
         f'<td></td><td colspan="6">{config_cell}</td></tr>'

@@ -3,13 +3,16 @@ and what it makes of hostile names."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 
 import numpy as np
 import optuna
+import plotly.offline
 import pytest
 
 from optim_core.registry import OPTIMIZERS
@@ -23,8 +26,8 @@ from service.report import (
     trial_point,
     trial_points,
 )
-from service.report.figures import best_so_far_points, mean_curve, wants_log
-from service.report.svg import Scale
+from service.report.figures import FINISHED, best_so_far_steps, mean_curve, wants_log
+from service.report.page import status_label
 from studies.importance import study_param_importances
 from studies.verdict import ConfirmedConfig, format_mean, study_verdict
 
@@ -132,25 +135,62 @@ def synthetic_report(*, name: str = "digits-compare", status: str = "completed")
 
 
 class Parsed(HTMLParser):
-    """Counts of tags and the classes they carry, and the visible text."""
+    """The tags and the classes they carry, the visible text, and each script's content."""
 
     def __init__(self, page: str) -> None:
         super().__init__()
         self.tags: list[tuple[str, dict[str, str | None]]] = []
         self.text: list[str] = []
+        self.scripts: list[str] = []
+        self.inside: str | None = None  # script or style: not text
         self.feed(page)
 
     def handle_starttag(self, tag, attrs):
         self.tags.append((tag, dict(attrs)))
+        if tag in ("script", "style"):
+            self.inside = tag
+            self.scripts += [""] if tag == "script" else []
+
+    def handle_endtag(self, tag):
+        if tag == self.inside:
+            self.inside = None
 
     def handle_data(self, data):
-        self.text.append(data)
+        if self.inside == "script":
+            self.scripts[-1] += data
+        elif self.inside is None:
+            self.text.append(data)
 
     def count(self, tag: str, css_class: str | None = None) -> int:
         return sum(
             t == tag and (css_class is None or css_class in (a.get("class") or "").split())
             for t, a in self.tags
         )
+
+
+def plotly_figures(page: str) -> dict[str, tuple[list[dict], dict]]:
+    """Each figure the page draws: its div's id -> (traces, layout), read from its script."""
+    decoder = json.JSONDecoder()
+    figures = {}
+    for match in re.finditer(r'Plotly\.newPlot\(\s*"([\w-]+)",\s*', page):
+        data, end = decoder.raw_decode(page, match.end())
+        layout, _ = decoder.raw_decode(page, end + re.match(r",\s*", page[end:]).end())
+        figures[match.group(1)] = (data, layout)
+    return figures
+
+
+def traces(page: str, figure: str, meta: str | None = None) -> list[dict]:
+    data, _ = plotly_figures(page)[figure]
+    return [t for t in data if meta is None or t.get("meta") == meta]
+
+
+def render(report: StudyReport) -> str:
+    """The report page with the plotly.js it inlines (once, when it draws a figure) left out of
+    its ``<script>``: 4.8 MB of a library's source that names many URLs and ``javascript:``."""
+    page = render_report(report)
+    js = plotly.offline.get_plotlyjs()
+    assert page.count(js) == (1 if "Plotly.newPlot" in page else 0)
+    return page.replace(js, "")
 
 
 @pytest.fixture(autouse=True)
@@ -166,29 +206,62 @@ def finished() -> StudyReport:
     return synthetic_report()
 
 
-def panel_svgs(page: str) -> list[str]:
-    return re.findall(r'<svg class="chart lr-panel".*?</svg>', page, flags=re.DOTALL)
-
-
 def test_finished_study_shows_every_figure_and_the_verdict(finished):
-    page = render_report(finished)
+    page = render(finished)
     parsed = Parsed(page)
     n = len(finished.optimizers)
-    # One line per optimizer in best-so-far and in the learning curves, a band per curve.
-    assert parsed.count("polyline", "series") == 2 * n
-    assert parsed.count("polygon", "band") == n
-    # One lr panel per optimizer, each with one marker per finished trial.
-    panels = panel_svgs(page)
-    assert len(panels) == n
-    for optimizer, panel in zip(finished.optimizers, panels, strict=True):
-        finished_trials = [t for t in optimizer.trials if t.state != "running"]
-        assert panel.count('class="point ') == len(finished_trials)
-        assert panel.count("point-filled") == sum(t.state == "complete" for t in finished_trials)
-        assert panel.count("point-cross") == sum(not t.has_value for t in finished_trials)
-        assert panel.count('class="marker-line"') == 1  # the confirmed config's lr
-    # Importance bars: one per hyperparameter that was ranked.
-    ranked = sum(len(o.importance.importances) for o in finished.optimizers)
-    assert parsed.count("rect", "bar") == ranked
+    names = [o.name for o in finished.optimizers]
+    figures = plotly_figures(page)
+    assert list(figures) == ["plot-best-so-far", "plot-learning-curves", "plot-lr",
+                             "plot-importance"]  # fmt: skip
+    assert parsed.count("div", "plotly-graph-div") == 4
+    # Best so far: a step line per optimizer, ending at its best complete value.
+    lines = traces(page, "plot-best-so-far", "best-so-far")
+    assert [t["name"] for t in lines] == names
+    for line, optimizer in zip(lines, finished.optimizers, strict=True):
+        assert line["line"]["shape"] == "hv"
+        best = max(t.value for t in optimizer.trials if t.state == "complete")
+        assert line["y"][-1] == best
+        assert line["x"][-1] == sum(t.epochs for t in optimizer.trials)
+        assert line["y"] == sorted(line["y"])  # only ever better
+    # Learning curves: per optimizer a mean line over epochs and its band, in one legend group.
+    means = traces(page, "plot-learning-curves", "mean")
+    bands = traces(page, "plot-learning-curves", "band")
+    assert [t["legendgroup"] for t in means] == [t["legendgroup"] for t in bands] == names
+    assert all(t["x"] == list(range(1, EPOCHS + 1)) for t in means)
+    assert all(t["fill"] == "toself" and len(t["x"]) == 2 * EPOCHS for t in bands)
+    assert [t["name"] for t in means] == [f"{name} (mean of 5 seeds)" for name in names]
+    # The lr figure: every finished trial at its lr on a log axis, its config on hover, and
+    # each optimizer's confirmed config as a star with its interval.
+    lr_traces, lr_layout = plotly_figures(page)["plot-lr"]
+    assert lr_layout["xaxis"]["type"] == "log"
+    for optimizer in finished.optimizers:
+        drawn = [t for t in lr_traces if t["legendgroup"] == optimizer.name]
+        marks = {t["meta"]: t for t in drawn}
+        plotted = sum(len(marks[k]["x"]) for k in ("complete", "pruned", "no-value") if k in marks)
+        assert plotted == len(optimizer.trials)
+        assert len(marks["complete"]["x"]) == sum(t.state == "complete" for t in optimizer.trials)
+        assert len(marks.get("no-value", {"x": []})["x"]) == sum(
+            not t.has_value for t in optimizer.trials
+        )
+        assert [t["showlegend"] for t in drawn].count(True) == 1  # one legend entry each
+        star = marks["confirmed"]
+        result = finished.verdict.result(optimizer.name)
+        assert star["x"] == [result.config.params["lr"]] and star["y"] == [result.val.mean]
+        assert star["error_y"]["array"] == [pytest.approx(result.val.half_width)]
+        trial = next(t for t in optimizer.trials if t.state == "complete")
+        hover = marks["complete"]["hovertext"][0]
+        assert f"trial {trial.number} (complete, {EPOCHS} epochs)" in hover
+        assert all(f"{key}=" in hover for key in trial.params)
+        counts = [sum(t.state == state for t in optimizer.trials) for state in FINISHED]
+        assert "{}</b>: {} complete, {} pruned, {} failed".format(optimizer.name, *counts) in page
+    # Importance bars: one trace per optimizer with a ranking, a bar per hyperparameter.
+    bars = traces(page, "plot-importance", "importance")
+    ranked = [o for o in finished.optimizers if o.importance.importances]
+    assert [t["name"] for t in bars] == [o.name for o in ranked]
+    for trace, optimizer in zip(bars, ranked, strict=True):
+        assert trace["y"] == list(optimizer.importance.importances)
+        assert sum(trace["x"]) == pytest.approx(1.0)
     assert "one searched hyperparameter or fewer (only lr): nothing to rank" in page  # gd
     # The verdict: its sentence, the test, one row per optimizer with mean, CI and the code.
     verdict = finished.verdict.verdict
@@ -212,61 +285,103 @@ def test_finished_study_shows_every_figure_and_the_verdict(finished):
     assert 'data-optimizer="gd"' in page and '<tr class="worse" data-optimizer="gd">' in page
 
 
-def test_page_works_offline_and_is_not_live_when_finished(finished):
+def test_page_is_self_contained_and_not_live_when_finished(finished):
     page = render_report(finished)
-    assert not re.search(r"<script|<link|<img|<iframe|src=|url\(|@import", page, re.IGNORECASE)
-    urls = set(re.findall(r"https?://[^\s\"'<>]+", page))
-    assert urls <= {"http://www.w3.org/2000/svg", "http://127.0.0.1:8080/dashboard/"}
-    assert 'http-equiv="refresh"' not in page
-    assert "reloads itself" not in page
-    assert "Generated 2026-12-01 15:00:00 UTC" in page
+    scripts = Parsed(page).scripts
+    # plotly.js once, from the installed package, then one script per figure, nothing else.
+    assert scripts[0] == plotly.offline.get_plotlyjs()
+    assert len(scripts) == 1 + 4
+    assert all(s.strip().startswith("window.PLOTLYENV") for s in scripts[1:])
+    rest = page.replace(scripts[0], "")
+    assert not re.search(r"<link|<img|<iframe|src=|url\(|@import|cdn", rest, re.IGNORECASE)
+    assert set(re.findall(r"https?://[^\s\"'<>]+", rest)) == {"http://127.0.0.1:8080/dashboard/"}
+    assert "MathJax" not in rest and "plotlyServerURL" not in rest
+    assert 'http-equiv="refresh"' not in rest
+    assert "reloads itself" not in rest
+    assert "Generated 2026-12-01 15:00:00 UTC" in rest
+    assert len(page.encode()) < 5_500_000  # plotly.js is 4.8 MB of it
 
 
 def test_running_study_says_so_and_refreshes():
-    page = render_report(synthetic_report(status="running"))
+    page = render(synthetic_report(status="running"))
     assert '<meta http-equiv="refresh" content="10">' in page
     assert "This study is confirming: the page reloads itself every 10 s." in page
-    assert '<span class="now">confirming</span>' in page
     assert "22 / 40 trials, 2 running" in page
     assert "about 2 min" in page
+    assert plotly_figures(page), "a live page draws its figures too"
+
+
+def test_phase_chips_show_the_phases_the_study_has():
+    def chips(page: str) -> list[tuple[str, str]]:
+        bar = re.search(r'<span class="phases" aria-label="phase">(.*?)</span></p>', page)
+        return re.findall(r'<span class="([a-z]*)">(\w+)</span>', bar.group(1))
+
+    confirming = render(synthetic_report(status="running"))
+    assert chips(confirming) == [("done", "searching"), ("now", "confirming"), ("", "completed")]
+    base = synthetic_report()
+    unconfirmed = {**base.__dict__, "confirm": Progress(0, 0), "verdict": None}
+    searching = render(StudyReport(**{**unconfirmed, "status": "running", "phase": "searching"}))
+    assert chips(searching) == [("now", "searching"), ("", "completed")]
+    done = render(StudyReport(**unconfirmed))
+    assert chips(done) == [("done", "searching"), ("now", "completed")]
+    assert "confirming" not in Parsed(done).text
 
 
 def test_hostile_names_are_escaped():
+    # The study name's pattern forbids these, but an external study's metric and parameter
+    # names are free text: none of it may end a script, open a tag or become a link.
+    breakout = "</script><script>alert(1)</script>"
     evil = '<script>alert("x")</script>'
     attr = '"><img src=x onerror=alert(1)>'
-    base = synthetic_report(name=evil)
+    base = synthetic_report(name=breakout)
     sgd = base.optimizers[0]
-    hostile_trial = TrialPoint(999, "complete", 0.9, 20, 0.01, {attr: attr}, note=evil)
+    hostile_trial = TrialPoint(999, "complete", 0.9, 20, 0.01, {attr: breakout}, note=evil)
     optimizers = [
         OptimizerReport(attr, [*sgd.trials, hostile_trial], sgd.importance, sgd.curves),
         *base.optimizers[1:],
     ]
     configs = {
-        attr: [ConfirmedConfig(1, {attr: evil}, evil, (0.9, 0.91), (0.8, 0.81))],
+        attr: [ConfirmedConfig(1, {attr: evil, "lr": 0.01}, evil, (0.9, 0.91), (0.8, 0.81))],
         "adam": [ConfirmedConfig(2, {"lr": 1e-3}, None, (0.95, 0.96), ())],
     }
     report = StudyReport(
         **{
             **base.__dict__,
             "optimizers": optimizers,
-            "verdict": study_verdict(configs, "maximize", metric=evil, test_metric=attr),
+            "verdict": study_verdict(configs, "maximize", metric=breakout, test_metric=attr),
             "task": evil,
-            "metric": evil,
+            "metric": breakout,
             "dashboard_url": "javascript:alert(1)",
         }
     )
-    page = render_report(report)
-    assert "<script" not in page.lower()
-    assert "<img" not in page.lower()
+    page = render(report)
+    parsed = Parsed(page)
+    # Exactly plotly.js and one script per figure: nothing broke out of the figures' JSON.
+    assert len(parsed.scripts) == 1 + 4 and parsed.count("script") == 5  # plotly.js left out
+    assert not any("<script" in s.lower() or "</script" in s.lower() for s in parsed.scripts)
+    rest = page
+    for script in parsed.scripts:
+        rest = rest.replace(script, "")
+    assert "<script>alert" not in rest.lower() and "<img" not in rest.lower()
     assert "javascript:" not in page
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
     assert "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;" in page
-    parsed = Parsed(page)
     assert all(not any(k.startswith("on") for k in attrs) for _, attrs in parsed.tags)
-    assert evil in " ".join(parsed.text)  # shown to the reader as text
+    assert breakout in " ".join(parsed.text) and evil in " ".join(parsed.text)  # shown as text
+    # In the figures, plotly is given the escaped text: it shows it, it does not parse it.
+    _, layout = plotly_figures(page)["plot-best-so-far"]
+    assert layout["yaxis"]["title"]["text"] == (
+        "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt; (validation; higher is better)"
+    )
+    shown = '"&gt;&lt;img src=x onerror=alert(1)&gt;'  # plotly reads no &quot;
+    lr = {t["meta"]: t for t in traces(page, "plot-lr") if t["legendgroup"] == shown}
+    hostile = next(t for t in lr["complete"]["hovertext"] if "trial 999" in t)
+    assert f"{shown}=&lt;/script&gt;" in hostile
+    assert '&lt;script&gt;alert("x")&lt;/script&gt;' in hostile  # the note
+    assert lr["complete"]["name"] == shown
 
 
-def test_empty_study_renders_its_empty_states():
+def test_empty_study_renders_its_empty_states_without_plotly():
     report = StudyReport(
         name="fresh",
         task="digits_mlp",
@@ -278,22 +393,20 @@ def test_empty_study_renders_its_empty_states():
         confirm=Progress(0, 30),
         optimizers=[OptimizerReport("sgd"), OptimizerReport("adam")],
     )
-    page = render_report(report)
-    parsed = Parsed(page)
-    assert parsed.count("polyline") == 0 and parsed.count("circle") == 0
+    page = render(report)
+    assert not plotly_figures(page) and "<script" not in page  # nor plotly.js
     assert "No complete trial yet" in page
     assert "No confirmed config yet" in page
     assert "No finished trial yet" in page
-    assert "Not computed yet." in page
+    assert "not computed yet." in page
     assert "No verdict yet: it comes with the confirmation" in page
     assert "0 / 80 trials" in page
     assert 'http-equiv="refresh"' in page
     # No optimizer at all, confirmation off.
-    bare = render_report(
-        StudyReport(**{**report.__dict__, "optimizers": [], "confirm": Progress(0, 0)})
-    )
+    bare = render(StudyReport(**{**report.__dict__, "optimizers": [], "confirm": Progress(0, 0)}))
     assert "Confirmation is off for this study" in bare
     assert "off (no seed re-runs)" in bare
+    assert "No optimizer in this study." in bare
 
 
 def test_pruned_only_optimizer_and_one_seed_render():
@@ -316,17 +429,78 @@ def test_pruned_only_optimizer_and_one_seed_render():
         optimizers=[OptimizerReport("sgd", trials), OptimizerReport("adam", curves=[[0.5, 0.3]])],
         verdict=study_verdict(configs, "minimize", metric="val_loss"),
     )
-    page = render_report(report)
-    panel = panel_svgs(page)[0]
-    assert panel.count("point-hollow") == 4 and panel.count("point-cross") == 1
-    assert "4 pruned, 1 failed" in panel
+    page = render(report)
+    marks = {t["meta"]: t for t in traces(page, "plot-lr") if t["legendgroup"] == "sgd"}
+    assert set(marks) == {"pruned", "no-value"}
+    assert len(marks["pruned"]["x"]) == 4 and marks["pruned"]["showlegend"]
+    assert (
+        marks["no-value"]["yaxis"] == "y2" and "loss was nan" in marks["no-value"]["hovertext"][0]
+    )
+    assert "4 pruned, 1 failed" in page
+    star = traces(page, "plot-lr", "confirmed")[0]
+    assert star["legendgroup"] == "adam" and "error_y" not in star  # one seed: no interval
     assert "No complete trial yet" in page  # pruned trials never set the best
+    # One seed: a mean line and no band.
+    assert len(traces(page, "plot-learning-curves", "mean")) == 1
+    assert not traces(page, "plot-learning-curves", "band")
     assert "one seed: no interval" in page
     assert "no finished seed" in page
     assert "Only adam has finished seeds" in page
 
 
-def test_best_so_far_is_a_step_line_over_epochs_spent():
+def test_verdict_table_lists_every_optimizer_whatever_its_status(finished):
+    """An optimizer left out of the comparison, one without seeds, one missing from the verdict,
+    and statuses the page has no words for yet: every one gets its row, its seeds and a
+    readable status."""
+
+    def row(page: str, optimizer: str) -> str:
+        rows = (
+            rf'<tr class="[\w ]+" data-optimizer="{optimizer}">.*?</tr>\s*'
+            rf'<tr class="config[\w ]*" data-config="{optimizer}">.*?</tr>'
+        )
+        found = re.search(rows, page)
+        assert found, optimizer
+        return found.group(0)
+
+    base = finished.verdict
+    later = {"momentum": "stopped", "sgd": "a_later_status", "gd": "not_compared"}
+    standings = [
+        replace(s, status=later[s.optimizer], comparison=None) if s.optimizer in later else s
+        for s in base.verdict.standings
+    ]
+    verdict = replace(base, verdict=replace(base.verdict, standings=standings))
+    page = render(StudyReport(**{**finished.__dict__, "verdict": verdict}))
+    assert page.count("data-optimizer=") == len(finished.optimizers)
+    assert '<span class="tag stopped">stopped early</span>' in row(page, "momentum")
+    assert '<span class="tag a_later_status">a later status</span>' in row(page, "sgd")
+    gd = row(page, "gd")
+    assert '<span class="tag not_compared">not compared</span>' in gd
+    assert "<td class=num>5</td><td class=num>not compared</td>" in gd  # its seeds
+    assert "optim_core.SGD(" in gd  # and its config
+    # Without a finished seed: listed last, 0 seeds, not compared. An optimizer of the study
+    # the verdict does not know: its finished confirmation seeds, not compared.
+    configs = {"sgd": [ConfirmedConfig(1, {"lr": 0.1}, None, (0.9, 0.91, 0.92))], "adam": []}
+    thin = StudyReport(
+        **{
+            **finished.__dict__,
+            "verdict": study_verdict(configs, "maximize"),
+            "optimizers": finished.optimizers[:3],
+        }
+    )
+    page = render(thin)
+    assert page.count("data-optimizer=") == 3
+    adam = row(page, "adam")
+    assert '<span class="tag no_seeds">no seeds yet</span>' in adam
+    assert "<td class=num>0</td><td class=num>not compared</td>" in adam
+    assert "no finished seed" in adam
+    momentum = row(page, "momentum")
+    assert '<span class="tag not_compared">not compared</span>' in momentum
+    assert "<td class=num>10</td><td class=num>not compared</td>" in momentum
+    assert "10 finished seeds, too few to compare" in momentum
+    assert status_label("a_status_from_later") == "a status from later"
+
+
+def test_best_so_far_steps_over_epochs_spent():
     trials = [
         TrialPoint(0, "pruned", 0.5, 3),
         TrialPoint(1, "complete", 0.80, 10),
@@ -336,12 +510,10 @@ def test_best_so_far_is_a_step_line_over_epochs_spent():
         TrialPoint(5, "complete", 0.90, 10),
         TrialPoint(6, "pruned", 0.95, 2),
     ]
-    assert best_so_far_points(trials, "maximize") == [
-        (13, 0.80), (34, 0.80), (34, 0.90), (36, 0.90),
-    ]  # fmt: skip
-    assert best_so_far_points(trials, "minimize") == [
-        (13, 0.80), (23, 0.80), (23, 0.70), (36, 0.70),
-    ]  # fmt: skip
+    steps, spent = best_so_far_steps(trials, "maximize")
+    assert [(x, t.number) for x, t in steps] == [(13, 1), (34, 5)] and spent == 36
+    steps, spent = best_so_far_steps(trials, "minimize")
+    assert [(x, t.number) for x, t in steps] == [(13, 1), (23, 3)] and spent == 36
 
 
 def test_mean_curve_has_an_interval_only_where_two_seeds_reached():
@@ -352,17 +524,6 @@ def test_mean_curve_has_an_interval_only_where_two_seeds_reached():
     # s = sqrt(2), half width = t(0.975, 1) * s / sqrt(2) = 12.7062...
     assert rows[0][2] == pytest.approx(2.0 - 12.706204736)
     assert rows[2][2] is None and rows[2][3] is None
-
-
-def test_scales_have_readable_ticks():
-    log = Scale.fit([3e-5, 0.2], 0, 100, log=True)
-    assert (log.low, log.high) == pytest.approx((1e-5, 1.0))
-    assert [label for _, label in log.ticks()] == ["10⁻⁵", "10⁻⁴", "10⁻³", "10⁻²", "10⁻¹", "1"]
-    assert log(1e-5) == 0 and log(1.0) == pytest.approx(100)
-    linear = Scale.fit([0.912, 0.978], 300, 0)
-    assert [label for _, label in linear.ticks()] == ["0.90", "0.92", "0.94", "0.96", "0.98"]
-    flat = Scale.fit([0.5, 0.5], 0, 10)
-    assert flat.low < 0.5 < flat.high
 
 
 def test_losses_spanning_decades_are_drawn_on_a_log_axis():
@@ -381,13 +542,16 @@ def test_losses_spanning_decades_are_drawn_on_a_log_axis():
         confirm=Progress(0, 0),
         optimizers=[OptimizerReport("adam", trials)],
     )
-    page = render_report(report)
-    assert "loss (validation; lower is better)" in page
-    for label in ("10⁻³", "10⁻²", "10⁻¹", ">1<", ">10<"):
-        assert label in page
-    # The best-so-far line falls at every trial: two points per improvement after the first.
-    line = re.search(r'<polyline class="series"[^>]*points="([^"]+)"', page).group(1)
-    assert len(line.split()) == 1 + 2 * 4
+    page = render(report)
+    traces_, layout = plotly_figures(page)["plot-best-so-far"]
+    assert layout["yaxis"]["type"] == "log" and layout["yaxis"]["exponentformat"] == "power"
+    assert layout["yaxis"]["title"]["text"] == "loss (validation; lower is better)"
+    # The best-so-far line falls at every trial: a step per improvement, and where it stands.
+    assert traces_[0]["x"] == [5, 10, 15, 20, 25, 25]
+    assert plotly_figures(page)["plot-lr"][1]["yaxis"]["type"] == "log"
+    # Accuracies stay linear.
+    _, layout = plotly_figures(render(synthetic_report()))["plot-best-so-far"]
+    assert "type" not in layout["yaxis"]
 
 
 def test_a_real_study_s_trials_become_report_points():
@@ -415,9 +579,9 @@ def test_a_real_study_s_trials_become_report_points():
         status="completed", phase="completed", search=Progress(10, 10), confirm=Progress(0, 0),
         optimizers=[OptimizerReport("sgd", points)],
     )  # fmt: skip
-    panel = panel_svgs(render_report(report))[0]
-    assert panel.count('class="point ') == len(points)
-    assert panel.count("point-filled") == len(by_state["complete"])
+    marks = {t["meta"]: t for t in traces(render(report), "plot-lr")}
+    assert sum(len(t["x"]) for t in marks.values()) == len(points)
+    assert len(marks["complete"]["x"]) == len(by_state["complete"])
 
 
 def test_trial_point_of_each_state():
