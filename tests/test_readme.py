@@ -1098,10 +1098,12 @@ def test_warm_start_defaults_are_the_codes() -> None:
 
 
 def test_stated_figures_of_the_code() -> None:
-    """Defaults stated in passing: the verdict's test, divergence, the client's lease."""
+    """Defaults stated in passing: the verdict's test, divergence, the data splits, the
+    device, the client's lease."""
     import inspect
 
     from service.client import HPTClient
+    from studies.tasks.supervised import TEST_FRACTION, VAL_FRACTION
     from studies.training import DIVERGENCE_FACTOR
     from studies.verdict.statistics import DEFAULT_ALPHA, DEFAULT_CONFIDENCE
 
@@ -1111,6 +1113,10 @@ def test_stated_figures_of_the_code() -> None:
     assert f"{DEFAULT_CONFIDENCE:.0%} interval" in words(readme_prose(TOUR))
     tasks = words(document_prose(TASKS_DOC))
     assert f"a loss {DIVERGENCE_FACTOR:g} times its first" in tasks
+    train = round(100 * (1 - VAL_FRACTION - TEST_FRACTION))
+    assert f"({train}/{VAL_FRACTION:.0%}/{TEST_FRACTION:.0%})".replace("%", "") in tasks
+    device = Settings.model_fields["device"].default
+    assert f"`{device}`, the default" in words(document_prose("docs/gpu.md")), device
     lease = inspect.signature(HPTClient.optimize).parameters["lease_seconds"].default
     text = words(readme_prose("Tuning your own model (ask/tell)"))
     assert f"renews the trial's lease ({lease:g} s, `lease_seconds=`)" in text
