@@ -1,18 +1,26 @@
-"""README.md, run: every command and code example in it works as written.
+"""README.md and docs/, run: every command and code example in them works as written, and
+every default and path they state is the code's.
 
-The project's rule for the README: every command in it is exercised by a test or by .ci/run. This
-module reads the fenced blocks out of README.md (never a copy of them) and runs them for real:
+The project's rule for its documents: every command in them is exercised by a test or by .ci/run.
+This module reads the fenced blocks out of README.md and docs/*.md (never a copy of them) and runs
+them for real:
 
-- the five-minute tour's bash blocks, through ``bash -euo pipefail -c`` from the repository root,
-  against ``hpt serve --workers 2`` on a free port (``127.0.0.1:8000`` is the only text rewritten;
-  ``curl`` is wrapped to also print each answer's status), then the tour's "other things to try";
-- the ``optim_core`` drop-in snippet, the plugin-task example (module, entry point, ``run_study``)
-  and the ask/tell script, each in its own interpreter, the last two against ``hpt serve
-  --workers 0``; the search-space override against the same API;
+- the README's five-minute tour's bash blocks, through ``bash -euo pipefail -c`` from the
+  repository root, against ``hpt serve --workers 2`` on a free port (``127.0.0.1:8000`` is the
+  only text rewritten; ``curl`` is wrapped to also print each answer's status), then the tour's
+  "other things to try";
+- the ``optim_core`` drop-in snippet (docs/optim_core.md), the plugin-task example (module, entry
+  point, ``run_study``: docs/tasks.md) and the README's ask/tell script, each in its own
+  interpreter, the last two against ``hpt serve --workers 0``; the search-space override
+  (docs/optim_core.md) and the import body (docs/ask_tell.md) against the same API;
 - ``make run`` (with the deployment section's API-key commands against it) and ``make
-  dashboard``, each stopped with a SIGTERM to make;
-- the configuration table against ``service.config.Settings``, and every ``hpt``/``make``/
-  ``docker compose`` command line against the real CLI, Makefile and docker-compose.yml.
+  dashboard`` (docs/dashboard_and_report.md), each stopped with a SIGTERM to make;
+- the configuration table against ``service.config.Settings``, every ``hpt``/``make``/``docker
+  compose`` command line against the real CLI, Makefile and docker-compose.yml;
+- every default a document states against the constant the code uses (the confirmation, stated
+  once; samplers, pruners, warm starts, tasks, search spaces, the verdict's test), every
+  repository path a document names against the tree, docs/architecture.md's tree and slot states
+  against the packages, and the README's length and links to each docs/ page.
 
 ``EXAMPLES`` says who covers each fenced block; ``test_every_block_is_covered`` fails when one
 appears that nobody runs, so a new example comes with its test.
@@ -59,6 +67,8 @@ from tests.service.support import (
 )
 
 README = REPO_ROOT / "README.md"
+DOCS = REPO_ROOT / "docs"
+README_MAX_LINES = 260  # README for users; depth goes to docs/ (issue 21)
 README_URL = "http://127.0.0.1:8000"  # where the README's commands expect the API
 VENV_BIN = Path(".venv/bin")  # relative to the repository root, as the README and Makefile say
 INSTALLED_STAMP = ".venv/.installed"  # the Makefile's "installed" stamp
@@ -84,32 +94,50 @@ CURL_WITH_STATUS = (
 )
 
 
-# --------------------------------------------------------------------------- reading README.md
+# --------------------------------------------------------------------------- reading the documents
+
+
+def documents() -> list[Path]:
+    """README.md, then every page of docs/, as paths relative to the repository root."""
+    return [Path("README.md"), *sorted(p.relative_to(REPO_ROOT) for p in DOCS.glob("*.md"))]
 
 
 @dataclass(frozen=True)
 class Block:
-    """One fenced code block of README.md, under the nearest heading above it."""
+    """One fenced code block of a document, under the nearest heading above it."""
 
+    document: str
     language: str
     heading: str
     code: str
     line: int
 
     def where(self) -> str:
-        return f"README.md:{self.line} ({self.language} block under {self.heading!r})"
+        return f"{self.document}:{self.line} ({self.language} block under {self.heading!r})"
+
+
+@dataclass(frozen=True)
+class Document:
+    blocks: tuple[Block, ...]
+    prose: dict[str, str]  # text outside fences, by heading
+    headings: tuple[str, ...]
+    lines: int
 
 
 @functools.cache
-def _parse_readme() -> tuple[tuple[Block, ...], dict[str, str]]:
-    """The fenced blocks, and the prose (text outside fences) of each heading."""
+def parse(document: str) -> Document:
+    """The fenced blocks of ``document`` (a path relative to the repository root), and the prose
+    (text outside fences) of each heading."""
     blocks: list[Block] = []
     prose: dict[str, list[str]] = {}
+    headings: list[str] = []
     heading, fence, body = "", None, []
-    for number, line in enumerate(README.read_text().splitlines(), 1):
+    text = (REPO_ROOT / document).read_text()
+    for number, line in enumerate(text.splitlines(), 1):
         if fence is not None:
             if line.startswith("```"):
-                blocks.append(Block(fence[0], heading, "".join(f"{x}\n" for x in body), fence[1]))
+                code = "".join(f"{x}\n" for x in body)
+                blocks.append(Block(document, fence[0], heading, code, fence[1]))
                 fence, body = None, []
             else:
                 body.append(line)
@@ -117,25 +145,49 @@ def _parse_readme() -> tuple[tuple[Block, ...], dict[str, str]]:
             fence = (line[3:].strip(), number)
         elif line.startswith("#"):
             heading = line.lstrip("#").strip()
+            headings.append(heading)
         else:
             prose.setdefault(heading, []).append(line)
-    assert fence is None, f"README.md:{fence[1]}: a code fence is never closed"
-    return tuple(blocks), {key: "\n".join(lines) for key, lines in prose.items()}
+    assert fence is None, f"{document}:{fence[1]}: a code fence is never closed"
+    return Document(
+        blocks=tuple(blocks),
+        prose={key: "\n".join(lines) for key, lines in prose.items()},
+        headings=tuple(headings),
+        lines=len(text.splitlines()),
+    )
+
+
+def all_blocks() -> list[Block]:
+    return [block for document in documents() for block in parse(str(document)).blocks]
 
 
 def readme_blocks() -> tuple[Block, ...]:
-    return _parse_readme()[0]
+    return parse("README.md").blocks
 
 
-def readme_prose(heading: str) -> str:
-    prose = _parse_readme()[1]
-    assert heading in prose, f"README.md has no section {heading!r}: {sorted(prose)}"
+def prose_of(document: str, heading: str) -> str:
+    prose = parse(document).prose
+    assert heading in prose, f"{document} has no section {heading!r}: {sorted(prose)}"
     return prose[heading]
 
 
+def readme_prose(heading: str) -> str:
+    return prose_of("README.md", heading)
+
+
+def document_prose(document: str) -> str:
+    """All the prose of a document, its headings' texts joined."""
+    return "\n".join(parse(document).prose.values())
+
+
 def inline_code() -> list[str]:
-    """Every `inline code` span of the README's prose."""
-    return [span for text in _parse_readme()[1].values() for span in re.findall(r"`([^`]+)`", text)]
+    """Every `inline code` span of the documents' prose."""
+    return [
+        span
+        for document in documents()
+        for text in parse(str(document)).prose.values()
+        for span in re.findall(r"`([^`]+)`", text)
+    ]
 
 
 def join_continuations(code: str) -> str:
@@ -144,25 +196,28 @@ def join_continuations(code: str) -> str:
 
 @dataclass(frozen=True)
 class Example:
-    """A fenced block, found by its language, its heading and a fragment of its text."""
+    """A fenced block, found by its document, its language, its heading and a fragment of its
+    text."""
 
     language: str
     heading: str
     marker: str
     covered_by: str
+    document: str = "README.md"
 
     def matches(self, block: Block) -> bool:
         return (
-            block.language == self.language
+            block.document == self.document
+            and block.language == self.language
             and block.heading == self.heading
             and self.marker in block.code
         )
 
     def block(self) -> Block:
-        found = [block for block in readme_blocks() if self.matches(block)]
+        found = [block for block in parse(self.document).blocks if self.matches(block)]
         assert len(found) == 1, (
             f"expected one {self.language} block containing {self.marker!r} under "
-            f"{self.heading!r} in README.md, found {[b.where() for b in found]}"
+            f"{self.heading!r} in {self.document}, found {[b.where() for b in found]}"
         )
         return found[0]
 
@@ -170,6 +225,9 @@ class Example:
 TOUR = "A five-minute tour"
 DEPLOY = "Deploying with docker compose"
 OWN_TASK = "Adding your own task"
+OPTIM_CORE_DOC = "docs/optim_core.md"
+TASKS_DOC = "docs/tasks.md"
+ARCHITECTURE_DOC = "docs/architecture.md"
 
 TWO_COMMANDS = Example("bash", "Two commands", "make run", "test_make_run; make test: .ci/run")
 TOUR_CREATE = Example("bash", TOUR, '"name": "digits-compare"', "test_five_minute_tour")
@@ -179,20 +237,27 @@ TOUR_CLI = Example("bash", TOUR, "hpt study watch", "test_five_minute_tour")
 TOUR_BEST_KNOWN = Example("bash", TOUR, "/api/v1/best?task=", "test_five_minute_tour")
 TOUR_MISTAKE = Example("bash", TOUR, '"adamm"', "test_five_minute_tour")
 DASHBOARD = Example(
-    "bash", "Watching studies in optuna-dashboard", "make dashboard", "test_make_dashboard"
-)
+    "bash", "optuna-dashboard", "make dashboard", "test_make_dashboard",
+    document="docs/dashboard_and_report.md",
+)  # fmt: skip
 OPTIM_CORE = Example(
     "python",
-    "`optim_core`: drop-in twins of `torch.optim`",
+    "`optim_core`: drop-in twins of `torch.optim`, and what a study searches",
     "optim_core.Adam(",
     "test_optim_core_drop_in_example",
+    document=OPTIM_CORE_DOC,
 )
 SEARCH_SPACE = Example(
-    "json", "What a study searches by default", '"search_space"', "test_search_space_example"
+    "json", "What a study searches by default", '"search_space"', "test_search_space_example",
+    document=OPTIM_CORE_DOC,
+)  # fmt: skip
+TASK_MODULE = Example(
+    "python", OWN_TASK, "# my_tasks/iris.py", "test_own_task_example", document=TASKS_DOC
 )
-TASK_MODULE = Example("python", OWN_TASK, "# my_tasks/iris.py", "test_own_task_example")
-TASK_ENTRY_POINT = Example("toml", OWN_TASK, '"hpt.tasks"', "test_own_task_example")
-TASK_RUN = Example("python", OWN_TASK, "run_study(", "test_own_task_example")
+TASK_ENTRY_POINT = Example(
+    "toml", OWN_TASK, '"hpt.tasks"', "test_own_task_example", document=TASKS_DOC
+)
+TASK_RUN = Example("python", OWN_TASK, "run_study(", "test_own_task_example", document=TASKS_DOC)
 COMPOSE = Example(
     "bash",
     DEPLOY,
@@ -208,12 +273,20 @@ MORE_MACHINES = Example(
     "test_deployment_commands_name_what_exists",
 )
 ASK_TELL = Example(
-    "python",
-    "Tuning a training script that runs elsewhere (ask/tell)",
-    "client.optimize(",
-    "test_ask_tell_example",
+    "python", "Tuning your own model (ask/tell)", "client.optimize(", "test_ask_tell_example"
 )
-IMPORT = Example("json", "Bringing trials you ran before", '"trials":', "test_import_example")
+IMPORT = Example(
+    "json", "Bringing trials you ran before", '"trials":', "test_import_example",
+    document="docs/ask_tell.md",
+)  # fmt: skip
+ARCHITECTURE_TREE = Example(
+    "text", "The tree", "optim_core/", "test_architecture_tree_is_the_code",
+    document=ARCHITECTURE_DOC,
+)  # fmt: skip
+SLOT_STATES = Example(
+    "text", "The slot state machine", "claimed", "test_slot_state_diagram_is_the_lifecycle",
+    document=ARCHITECTURE_DOC,
+)  # fmt: skip
 
 EXAMPLES = (
     TWO_COMMANDS,
@@ -234,6 +307,8 @@ EXAMPLES = (
     MORE_MACHINES,
     ASK_TELL,
     IMPORT,
+    ARCHITECTURE_TREE,
+    SLOT_STATES,
 )
 
 
@@ -448,13 +523,12 @@ def assert_make_runs(target: str, args: str, expected: str) -> list[str]:
 
 
 def test_every_block_is_covered() -> None:
-    blocks = readme_blocks()
-    assert blocks, "README.md has no code blocks?"
-    for block in blocks:
+    assert readme_blocks(), "README.md has no code blocks?"
+    for block in all_blocks():
         claims = [example for example in EXAMPLES if example.matches(block)]
         assert claims, (
             f"{block.where()} is run by no test: add it to EXAMPLES in tests/test_readme.py "
-            f"with a test that runs it (the README's rule):\n{block.code}"
+            f"with a test that runs or checks it (the documents' rule):\n{block.code}"
         )
         assert len(claims) == 1, f"{block.where()} is claimed twice: {claims}"
     for example in EXAMPLES:
@@ -888,27 +962,326 @@ def test_configuration_table_is_the_settings() -> None:
         assert envvars["api_key"] == key_variable, (command.name, envvars)
 
 
-# --------------------------------------------------------------------------- samplers and pruners
+# --------------------------------------------------------------------------- stated defaults
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences of some prose: each table row is one, and each paragraph is split after
+    its full stops."""
+    found = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        lines = paragraph.splitlines()
+        found += [line for line in lines if line.lstrip().startswith("|")]
+        flowing = " ".join(line.strip() for line in lines if not line.lstrip().startswith("|"))
+        found += [sentence for sentence in re.split(r"(?<=[.!?])\s+", flowing) if sentence]
+    return found
+
+
+def words(text: str) -> str:
+    return " ".join(text.split())
+
+
+# How a document writes a confirmation of K configs x S seeds.
+CONFIRM_SHAPES = (
+    re.compile(r'"top_k":\s*(\d+),\s*"seeds":\s*(\d+)'),
+    re.compile(r"\b(\d+) best configs?\b[^.;]*? on (\d+) (?:fresh )?(?:training )?seeds"),
+    re.compile(r"\b(\d+) (?:configs? )?x (\d+)\b"),
+)
+VERDICT_DOC = "docs/verdict.md"
+
+
+def test_confirmation_default_is_stated_once() -> None:
+    """The confirmation's default is stated in one sentence of one document, as the code's
+    ``DEFAULT_CONFIRM``; every other mention of a confirmation's size is a measurement, which
+    never calls itself the default. The reasons are headed by the same numbers."""
+    statements = []
+    for document in map(str, documents()):
+        for sentence in sentences(document_prose(document)):
+            shapes = {
+                tuple(map(int, match.groups()))
+                for pattern in CONFIRM_SHAPES
+                for match in pattern.finditer(sentence)
+            }
+            if shapes and re.search(r"\bdefault", sentence, re.IGNORECASE):
+                statements.append((document, sentence, shapes))
+    assert len(statements) == 1, (
+        "the confirmation's default must be stated once, in docs/verdict.md: "
+        f"{[(document, sentence) for document, sentence, _ in statements]}"
+    )
+    [(document, sentence, shapes)] = statements
+    assert document == VERDICT_DOC, (document, sentence)
+    assert shapes == {DEFAULT_CONFIRM}, f"{sentence!r} states {shapes}, the code {DEFAULT_CONFIRM}"
+    top_k, seeds = DEFAULT_CONFIRM
+    headings = parse(VERDICT_DOC).headings
+    assert f"Why {seeds} seeds" in headings and f"Why {top_k} configs" in headings, headings
+    # The README's tour says what confirmation is and sends the reader there for its size.
+    assert "(docs/verdict.md)" in readme_prose(TOUR)
+
+
+def test_api_states_the_confirmation_default() -> None:
+    """The API's own description of ``confirm`` (the /docs page) names the same default."""
+    from service.api.schemas import StudyCreate
+
+    description = StudyCreate.model_fields["confirm"].description or ""
+    match = CONFIRM_SHAPES[0].search(description)
+    assert match and tuple(map(int, match.groups())) == DEFAULT_CONFIRM, description
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="service/api/schemas.py::ConfirmCreate defaults top_k=3, seeds=5: a request naming "
+    "only one of them gets the other from there, not from DEFAULT_CONFIRM (issue for the lead)",
+)
+def test_api_fills_a_partial_confirm_from_the_default() -> None:
+    from service.api.schemas import StudyCreate
+
+    body = {"name": "x", "task": "digits_mlp", "optimizers": ["sgd"], "n_trials": 2}
+    top_k, seeds = DEFAULT_CONFIRM
+    only_seeds = StudyCreate(**body, confirm={"seeds": 7}).model_dump()["confirm"]
+    only_top_k = StudyCreate(**body, confirm={"top_k": 1}).model_dump()["confirm"]
+    assert (only_seeds["top_k"], only_top_k["seeds"]) == (top_k, seeds)
+
+
+SAMPLERS_DOC = "docs/samplers.md"
 
 
 def test_samplers_and_pruners_are_the_registrys() -> None:
     from optim_core import OPTIMIZERS
-    from studies.samplers import GRID_POINTS, PRUNERS, SAMPLERS, grid_from_space
+    from studies.samplers import (
+        DEFAULT_PRUNER,
+        DEFAULT_SAMPLER,
+        GRID_POINTS,
+        PRUNERS,
+        SAMPLERS,
+        SOBOL_STARTUP_TRIALS,
+        grid_from_space,
+    )
 
-    text = readme_prose("Samplers and pruners")
-    sampler_part, pruner_part = text.split('`"pruner"`')
+    sampler_part = prose_of(SAMPLERS_DOC, "Samplers")
+    pruner_part = prose_of(SAMPLERS_DOC, "Pruners")
     named = set(re.findall(r"`(\w+)`", sampler_part)) & (set(SAMPLERS) | set(PRUNERS))
     assert named == set(SAMPLERS), named
     named = set(re.findall(r"`(\w+)`", pruner_part)) & (set(SAMPLERS) | set(PRUNERS))
     assert named == set(PRUNERS), named
-    assert "(the default" in sampler_part.split("`tpe`")[1][:20]
-    assert f"each\ncontinuous range becomes {GRID_POINTS} points" in text
+    # "`tpe` (the default: ...", "`hyperband` (the default: ...": the code's defaults, once each.
+    for part, default in ((sampler_part, DEFAULT_SAMPLER), (pruner_part, DEFAULT_PRUNER)):
+        defaults = re.findall(r"`(\w+)` \(the default", part)
+        assert defaults == [default], (defaults, default)
+    text = words(sampler_part)
+    assert f"scrambled Sobol points for the first {SOBOL_STARTUP_TRIALS} trials" in text
+    assert f"each continuous range becomes {GRID_POINTS} points" in text
     # "Sgd's default space is then 4 learning rates x 5 batch sizes = 20 configs"
     match = re.search(r"(\d+) learning rates x (\d+) batch sizes = (\d+) configs", text)
     assert match, text
     grid = grid_from_space(OPTIMIZERS["sgd"].space)
     sizes = (len(grid["lr"]), len(grid["batch_size"]), len(grid["lr"]) * len(grid["batch_size"]))
     assert tuple(map(int, match.groups())) == sizes, (match.groups(), grid)
+
+
+FRACTIONS = {"a half": 1 / 2, "a third": 1 / 3, "a quarter": 1 / 4, "a fifth": 1 / 5,
+             "a tenth": 1 / 10}  # fmt: skip
+
+
+def test_warm_start_defaults_are_the_codes() -> None:
+    from service.api.schemas import StudyCreate
+    from service.studies.requests import StudyRequest
+    from studies.warm_start import CATALOGUE_CONFIGS, MAX_WARM_START, WARM_START_SHARE
+
+    text = words(document_prose("docs/warm_starts.md"))
+    [catalogue] = re.findall(r"the best configs \(at most (\d+)\)", text)
+    assert int(catalogue) == CATALOGUE_CONFIGS
+    [(share, most)] = re.findall(r"(a \w+) of `n_trials`, at most (\d+)", text)
+    assert FRACTIONS[share] == WARM_START_SHARE and int(most) == MAX_WARM_START, (share, most)
+    [default] = re.findall(r'`"(\w+)"` \(the default', text)
+    assert default == StudyRequest.__dataclass_fields__["warm_start"].default
+    assert default == StudyCreate.model_fields["warm_start"].default
+
+
+def test_stated_figures_of_the_code() -> None:
+    """Defaults stated in passing: the verdict's test, divergence, the data splits, the
+    device, the client's lease."""
+    import inspect
+
+    from service.client import HPTClient
+    from studies.tasks.supervised import TEST_FRACTION, VAL_FRACTION
+    from studies.training import DIVERGENCE_FACTOR
+    from studies.verdict.statistics import DEFAULT_ALPHA, DEFAULT_CONFIDENCE
+
+    verdict = words(document_prose(VERDICT_DOC))
+    assert f"(adjusted p at most {DEFAULT_ALPHA:g})" in verdict
+    assert f"{DEFAULT_CONFIDENCE:.0%} interval" in verdict
+    assert f"{DEFAULT_CONFIDENCE:.0%} interval" in words(readme_prose(TOUR))
+    tasks = words(document_prose(TASKS_DOC))
+    assert f"a loss {DIVERGENCE_FACTOR:g} times its first" in tasks
+    train = round(100 * (1 - VAL_FRACTION - TEST_FRACTION))
+    assert f"({train}/{VAL_FRACTION:.0%}/{TEST_FRACTION:.0%})".replace("%", "") in tasks
+    device = Settings.model_fields["device"].default
+    assert f"`{device}`, the default" in words(document_prose("docs/gpu.md")), device
+    lease = inspect.signature(HPTClient.optimize).parameters["lease_seconds"].default
+    text = words(readme_prose("Tuning your own model (ask/tell)"))
+    assert f"renews the trial's lease ({lease:g} s, `lease_seconds=`)" in text
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The body rows of the markdown tables in ``text``, as lists of cells."""
+    rows = []
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.lstrip().startswith("|") and not set("".join(cells)) <= set("-: "):
+            rows.append(cells)
+    return rows
+
+
+def test_task_table_is_the_registry() -> None:
+    from studies.tasks import BUILTIN_TASKS, available_tasks
+
+    tasks = available_tasks()
+    heading = "Tasks: what a trial trains, and adding your own"
+    rows = [row for row in table_rows(prose_of(TASKS_DOC, heading)) if row[0].startswith("`")]
+    assert [row[0].strip("`") for row in rows] == list(BUILTIN_TASKS)
+    for name, _, metrics, epochs, _ in rows:
+        task = tasks[name.strip("`")]
+        shown = [metric.split(" (")[0] for metric in metrics.split(", ")]
+        assert shown[0] == task.default_metric, (name, shown)
+        assert sorted(shown) == sorted(task.metrics), (name, shown)
+        [direction] = re.findall(r"\((max|min)\)", metrics)
+        assert task.metrics[task.default_metric].startswith(direction), (name, metrics)
+        assert int(epochs) == task.default_epochs, (name, epochs)
+
+
+def parse_space_cell(cell: str, spaces: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A cell of the default search space table as the JSON of a space; ``as sgd`` and
+    ``adam's`` refer to rows above, a bare ``batch_size`` to sgd's choices."""
+    space: dict[str, Any] = {}
+    number = r"([0-9.e+-]+)"
+    for part in re.split(r";\s*|,?\s*plus\s+", cell):
+        part = part.strip()
+        if match := re.fullmatch(r"as (\w+)|(\w+)'s", part):
+            space.update(spaces[match[1] or match[2]])
+        elif match := re.fullmatch(rf"(\w+) with 1 - \w+ in \[{number}, {number}\]( log)?", part):
+            low, high = 1 - float(match[3]), 1 - float(match[2])
+            space[match[1]] = {"low": low, "high": high, "log": bool(match[4]), "one_minus": True}
+        elif match := re.fullmatch(rf"(\w+) \[{number}, {number}\]( log)?", part):
+            space[match[1]] = {"low": float(match[2]), "high": float(match[3]),
+                               "log": bool(match[4])}  # fmt: skip
+        elif match := re.fullmatch(r"(\w+) \{([\d, ]+)\}", part):
+            space[match[1]] = {"choices": [int(x) for x in match[2].split(",")]}
+        elif part == "batch_size":
+            space[part] = spaces["sgd"]["batch_size"]
+        else:
+            raise AssertionError(f"cannot read {part!r} of {cell!r}")
+    return space
+
+
+def test_default_search_space_table_is_the_registry() -> None:
+    from optim_core import OPTIMIZERS
+    from optim_core.spaces import space_to_json
+
+    spaces: dict[str, dict[str, Any]] = {}
+    for names, cell in table_rows(prose_of(OPTIM_CORE_DOC, "What a study searches by default")):
+        for name in re.findall(r"`(\w+)`", names):
+            spaces[name] = parse_space_cell(cell, spaces)
+    assert list(spaces) == list(OPTIMIZERS)
+    for name, shown in spaces.items():
+        actual = space_to_json(OPTIMIZERS[name].space)
+        assert set(shown) == set(actual), (name, shown, actual)
+        for key, dimension in actual.items():
+            assert set(shown[key]) == set(dimension), (name, key, shown[key], dimension)
+            for field, value in dimension.items():
+                assert shown[key][field] == pytest.approx(value), (name, key, field, shown[key])
+
+
+# --------------------------------------------------------------------------- the documents
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces as '-'."""
+    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+
+
+def test_readme_is_short_and_links_every_page() -> None:
+    lines = parse("README.md").lines
+    assert lines < README_MAX_LINES, (
+        f"README.md has {lines} lines: it is for users; move depth to docs/ (issue 21)"
+    )
+    pages = {str(page) for page in documents()[1:]}
+    assert {"docs/verdict.md", "docs/warm_starts.md", "docs/benchmarks.md",
+            "docs/architecture.md", "docs/development.md"} <= pages, pages  # fmt: skip
+    linked = set(re.findall(r"\]\((docs/[\w.-]+\.md)(?:#[\w-]*)?\)", README.read_text()))
+    assert pages <= linked, f"README.md links no {sorted(pages - linked)}"
+
+
+def test_links_and_anchors_resolve() -> None:
+    for document in documents():
+        source = REPO_ROOT / document
+        for target in re.findall(r"\]\(([^)\s]+)\)", source.read_text()):
+            if re.match(r"[a-z]+://", target):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (source.parent / path).resolve() if path else source
+            assert linked.exists(), f"{document}: link to {target}: no such file"
+            if anchor:
+                headings = parse(str(linked.relative_to(REPO_ROOT))).headings
+                anchors = {github_anchor(heading) for heading in headings}
+                assert anchor in anchors, f"{document}: link to {target}: no such heading"
+
+
+REPOSITORY_PATH = re.compile(r"(?:optim_core|studies|service|bench|tests|docs)/[\w./*-]*")
+
+
+def test_named_paths_exist() -> None:
+    """Every repository path a document names in `code` (after the reorganisation into
+    folders, a stale path is the first thing to go wrong)."""
+    for document in documents():
+        for text in parse(str(document)).prose.values():
+            for span in re.findall(r"`([^`\s]+)`", text):
+                if REPOSITORY_PATH.fullmatch(span):
+                    assert list(REPO_ROOT.glob(span.rstrip("/"))), f"{document}: `{span}` is gone"
+
+
+def test_architecture_tree_is_the_code() -> None:
+    """docs/architecture.md's tree names only what exists, and every module and folder of the
+    three packages."""
+    named: set[Path] = set()
+    parent = Path()
+    for line in ARCHITECTURE_TREE.block().code.splitlines():
+        first = re.split(r" {3,}", line.strip(" "), maxsplit=1)[0] if line.strip() else ""
+        if not first or line.startswith(" " * 4):
+            continue  # a blank line or a description carried on
+        indented = line.startswith("  ")
+        for name in first.split():
+            path = parent / name if indented else Path(name)
+            if not indented and name.endswith("/"):
+                parent = Path(name)
+            assert (REPO_ROOT / path).exists(), f"{ARCHITECTURE_DOC}: the tree names {path}"
+            named.add(path)
+    for package in ("optim_core", "studies", "service"):
+        for child in (REPO_ROOT / package).iterdir():
+            if child.name in ("__init__.py", "__pycache__") or child.name.endswith(".egg-info"):
+                continue
+            assert Path(package) / child.name in named, f"the tree lacks {package}/{child.name}"
+
+
+def test_slot_state_diagram_is_the_lifecycle() -> None:
+    """docs/architecture.md draws the slot states and their changes as the lifecycle has them;
+    the outcomes in parentheses are the vocabulary's."""
+    from service.trials.lifecycle import TRANSITIONS
+    from service.vocabulary import FINISHING_OUTCOMES, SlotOutcome, SlotState
+
+    diagram = SLOT_STATES.block().code
+    states = {str(state) for state in SlotState}
+    drawn = " ".join(line.split("(")[0] for line in diagram.splitlines())
+    assert {word for word in re.findall(r"[a-z]+", drawn)} == states, drawn
+    # The arrows drawn: claimed -> running -> finished, and claimed or running -> released.
+    arrows = {("claimed", "running"), ("running", "finished"), ("claimed", "released"),
+              ("running", "released")}  # fmt: skip
+    legal = {(str(state), str(to)) for state, targets in TRANSITIONS.items() for to in targets}
+    assert legal == arrows, f"the lifecycle changed: redraw {ARCHITECTURE_DOC}'s diagram: {legal}"
+    finished, released = re.findall(r"\(([^)]*)\)", diagram)
+    finishing = {str(outcome) for outcome in FINISHING_OUTCOMES}
+    assert {word.lower() for word in re.findall(r"[A-Z]+", finished)} == finishing, finished
+    others = {str(outcome) for outcome in SlotOutcome} - finishing
+    assert set(re.findall(r"[a-z]+", released.split(":")[0])) == others, released
 
 
 # --------------------------------------------------------------------------- make run, dashboard
@@ -985,13 +1358,15 @@ def test_make_dashboard(processes: Processes, sqlite_url: str) -> None:
 
 
 def code_texts() -> list[str]:
-    """Every piece of code of the README: fenced blocks and inline spans."""
-    return [join_continuations(b.code) for b in readme_blocks()] + inline_code()
+    """Every piece of code of the documents: fenced blocks (not ``text`` diagrams) and inline
+    spans."""
+    code = [join_continuations(b.code) for b in all_blocks() if b.language != "text"]
+    return code + inline_code()
 
 
 def test_every_hpt_command_line_parses() -> None:
-    """Every ``hpt ...`` of the README (run or only mentioned) names real commands and options;
-    a ``...`` stands for more options."""
+    """Every ``hpt ...`` of the documents (run or only mentioned) names real commands and
+    options; a ``...`` stands for more options."""
     group = typer.main.get_command(build_app())
     seen = []
     for text in code_texts():
@@ -1020,7 +1395,7 @@ def test_every_hpt_command_line_parses() -> None:
 
 
 def test_deployment_commands_name_what_exists() -> None:
-    """The compose commands and make targets the README names exist; running them is the job
+    """The compose commands and make targets the documents name exist; running them is the job
     of tests/deploy (compose config, the compose topology on local processes) and .ci/run."""
     makefile = (REPO_ROOT / "Makefile").read_text()
     targets = set(re.findall(r"^([^\s:#=$()]+)\s*:(?!=)", makefile, re.MULTILINE))
@@ -1030,7 +1405,7 @@ def test_deployment_commands_name_what_exists() -> None:
         for target in re.findall(r"(?<![\w/.-])make ([\w.][\w.-]*)", text)
     }
     assert {"run", "test", "dashboard", ".env"} <= named, named
-    assert named <= targets, f"README names make targets the Makefile lacks: {named - targets}"
+    assert named <= targets, f"documents name make targets the Makefile lacks: {named - targets}"
     assert "make test" in command_lines((REPO_ROOT / ".ci" / "run").read_text()), ".ci/run"
 
     services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
