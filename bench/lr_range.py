@@ -30,7 +30,7 @@ are untouched.
 
 What a study does with it (:func:`centre_configs`, :func:`centred_space`): the warm start's lrs
 move by the ratio of this task's sweep to the :class:`Reference` of the tasks they were learned
-on (shipped in ``studies/warm_start/lr_range.json``), and the sampler's lr range narrows around
+on (kept in ``bench/lr_range.json``), and the sampler's lr range narrows around
 the expected best lr.
 """
 
@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
     from studies.warm_start import load_evaluations
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "portfolio")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent)
     args = parser.parse_args(argv)
     evaluations = load_evaluations()
     out: dict[str, dict[str, dict[str, float]]] = {}

@@ -3,14 +3,15 @@
 The same study (digits_mlp, all 8 optimizers, the product's defaults: TPE sampler, Hyperband
 pruner, the warm start, the task's epochs, confirmation ``DEFAULT_CONFIRM``) is run once per study
 seed, through the product's own path: ``service.studies.admin.create_study`` on a fresh SQLite file,
-one in-process ``service.worker.Worker`` to completion, then ``service.studies.reads.study_best``.
+one in-process ``service.worker.Worker`` to completion, then
+``service.studies.best_configs.study_best``.
 For
 each seed:
 
 - with confirmation: the verdict (the winner, or the set of tied leaders);
 - without confirmation: the single-seed answer the service gave before the confirmation phase,
   the optimizer whose best *search* trial has the best value (ties: the first in study order, as
-  ``service.studies.reads.rank`` sorts stably; the table marks them).
+  ``service.studies.best_configs.rank`` sorts stably; the table marks them).
 
 Printed: how often the answer agrees across seeds (the most common answer's count, "4 of 5"), with
 and without confirmation; whether full-batch ``gd`` (clearly worse at this budget) is ever a

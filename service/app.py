@@ -28,6 +28,7 @@ from service.metrics import HttpMetrics, RequestMetricsMiddleware, ServiceCollec
 from service.store.database import Database, is_outage, make_optuna_storage
 from service.store.migrate import upgrade_database
 from service.studies.admin import purge_deleting_studies
+from service.studies.dashboard import publish_answers
 from service.trials.ask_tell import AskTell
 from service.trials.guard import SlotGuard
 from service.trials.recovery import backfill_slots, recover
@@ -94,6 +95,7 @@ def _janitor(stop: threading.Event, db: Database, storage: RDBStorage, settings:
                 if done:
                     log.info("recovered: %s", done)
             purge_deleting_studies(db, storage)
+            publish_answers(db, storage)
         except Exception as exc:
             healthy_since = time.monotonic()
             if not is_outage(exc):

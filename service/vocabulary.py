@@ -90,6 +90,19 @@ class StudyPhase(StrEnum):
     COMPLETED = "completed"
 
 
+class TrialPhase(StrEnum):
+    """Which phase of its study a trial serves: the ``search`` (any config a search tries) or the
+    ``confirm``ation (a config re-trained on a fresh seed the service chose; never pruned)."""
+
+    SEARCH = "search"
+    CONFIRM = "confirm"
+
+    @classmethod
+    def of(cls, origin: str | None) -> TrialPhase:
+        """The phase of a trial whose config came from ``origin``."""
+        return cls.CONFIRM if origin == ConfigOrigin.CONFIRM else cls.SEARCH
+
+
 class Direction(StrEnum):
     MAXIMIZE = "maximize"
     MINIMIZE = "minimize"

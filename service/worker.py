@@ -54,7 +54,7 @@ from service.trials.lifecycle import (
     start_slot,
 )
 from service.trials.recovery import ending_of, forget_dead_workers, recover
-from service.vocabulary import ConfigOrigin, SlotOutcome
+from service.vocabulary import ConfigOrigin, SlotOutcome, TrialPhase
 from studies.devices import resolve_device
 from studies.objective import TrialPlan, make_objective
 from studies.samplers import make_pruner, make_sampler, slot_sampler_seed
@@ -317,7 +317,10 @@ class Worker:
         )
 
     def _trial_attrs(self, claim: Claim) -> dict[str, object]:
-        attrs: dict[str, object] = {"worker": self.worker_id}
+        attrs: dict[str, object] = {
+            "worker": self.worker_id,
+            "phase": str(TrialPhase.of(claim.origin)),  # labels the re-runs in the dashboard
+        }
         if claim.confirm_of is not None:
             attrs["confirm_of_slot"] = claim.confirm_of  # labels it in the dashboard
         if claim.source is not None:

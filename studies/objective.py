@@ -14,6 +14,8 @@ User attributes of a trial (JSON values; the REST API reads them):
                        when the trial was queued, :mod:`studies.warm_start`) or ``sampler``
 ``origin_source``      warm-start trials: the earlier study's name, or ``"shipped portfolio"``
 ``hyperparameters``    the sampled values, fixed ones included: ``{"lr": 0.001, "beta1": 0.9, ...}``
+``seed``               the training seed (initial weights, batch order): from the study's seed and
+                       the trial's number (:func:`studies.seeds.training_seed`)
 ``curves``             per epoch: ``train_loss`` and every validation metric of the task
 ``epochs_run``         completed epochs
 ``test_metrics``       completed trials: ``{"test_accuracy": 0.98, "test_loss": 0.07}``
@@ -37,6 +39,7 @@ import torch
 from optim_core.registry import OptimizerSpec
 from optim_core.spaces import Dimension, sample_space
 from studies.devices import resolve_device
+from studies.seeds import training_seed
 from studies.tasks.base import Task
 from studies.training import evaluate, train
 from studies.warm_start import record_origin
@@ -113,11 +116,6 @@ def study_direction(task: Task, metric: str) -> str:
         ) from None
 
 
-def training_seed(base: int, number: int) -> int:
-    """The seed of trial ``number``: distinct per trial, reproducible from the base seed."""
-    return int(np.random.SeedSequence([base, number]).generate_state(1)[0])
-
-
 def _json_value(value: Any) -> Any:
     """Plain JSON types (numpy scalars unwrapped, non-finite floats as ``None``)."""
     if isinstance(value, np.generic):
@@ -144,12 +142,14 @@ def _run_trial(plan: TrialPlan, trial: optuna.Trial) -> float:
             return f"pruned by {_pruner_name(trial)} at epoch {epoch}"
         return None
 
+    seed = training_seed(plan.seed, trial.number)
+    trial.set_user_attr("seed", seed)
     result = train(
         plan.task,
         plan.optimizer,
         values,
         epochs=plan.epochs,
-        seed=training_seed(plan.seed, trial.number),
+        seed=seed,
         time_limit=plan.time_limit,
         on_epoch=report,
         device=plan.device,

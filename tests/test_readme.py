@@ -821,7 +821,8 @@ def api_only(request: pytest.FixtureRequest, _api_only_server: Server) -> Iterat
 
 def test_ask_tell_example(api_only: Server, tmp_path: Path) -> None:
     """The optimize example, run twice in a row as a user reruns a script: the first run tunes
-    the study to completion, the second finds it complete and prints the same winner."""
+    the study to completion (search, then confirmation), the second finds it complete and prints
+    the same answer: the verdict's sentence, then the leaders' lines of Python."""
     code = at_url(ASK_TELL.block().code, api_only.base_url)
     printed = []
     for run_number in (1, 2):
@@ -830,21 +831,28 @@ def test_ask_tell_example(api_only: Server, tmp_path: Path) -> None:
         )
         assert result.returncode == 0, f"run {run_number}:\n{describe(result)}"
         assert "Traceback" not in result.stderr, f"run {run_number}:\n{describe(result)}"
-        printed.append(result.stdout.splitlines()[-1])
+        printed.append(result.stdout.splitlines()[-2:])
         with api_only.client() as client:
             study = client.get("/api/v1/studies/my-model").json()
             best = client.get("/api/v1/studies/my-model/best").json()
         assert study["status"] == "completed", study
         assert study["n_trials"] == 5, study
+        assert study["model"] == "linear-demo", study
         optimizers = [row["optimizer"] for row in study["optimizers"]]
         assert optimizers == ["sgd", "adam"], study
+        confirmed = DEFAULT_CONFIRM.top_k * DEFAULT_CONFIRM.seeds
         for row in study["optimizers"]:
-            assert (row["finished"], row["running"], row["waiting"]) == (5, 0, 0), row
-        assert printed[-1] == best["winner"]["python"], describe(result)
-    assert printed[0].startswith("optim_core."), printed
-    assert printed[1] == printed[0], "the second run did not find the same winner"
+            assert row["search_trials"] == 5 and 0 < row["confirm_trials"] <= confirmed, row
+            assert (row["finished"], row["running"], row["waiting"]) == (row["n_trials"], 0, 0)
+        assert best["basis"] == "verdict", best
+        leaders = [r["python"] for r in best["optimizers"] if r["optimizer"] in best["leaders"]]
+        assert printed[-1] == [best["answer"], " ".join(leaders)], describe(result)
+    assert printed[0][1].startswith("optim_core."), printed
+    assert printed[1] == printed[0], "the second run did not find the same answer"
     # Every trial of the second run's study is the first run's: nothing ran twice.
-    assert_exact_trials(api_only.database_url, "my-model", optimizers, 5)
+    totals = [row["n_trials"] for row in study["optimizers"]]
+    for optimizer, total in zip(optimizers, totals, strict=True):
+        assert_exact_trials(api_only.database_url, "my-model", [optimizer], total)
 
 
 def test_import_example(api_only: Server) -> None:
@@ -1027,19 +1035,40 @@ def test_api_states_the_confirmation_default() -> None:
     assert match and tuple(map(int, match.groups())) == DEFAULT_CONFIRM, description
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service/api/schemas.py::ConfirmCreate defaults top_k=3, seeds=5: a request naming "
-    "only one of them gets the other from there, not from DEFAULT_CONFIRM (issue for the lead)",
-)
-def test_api_fills_a_partial_confirm_from_the_default() -> None:
-    from service.api.schemas import StudyCreate
+def test_cli_states_the_confirmation_default() -> None:
+    """``hpt study create --help`` names the same default as the code and the documents."""
+    from typer.testing import CliRunner
 
-    body = {"name": "x", "task": "digits_mlp", "optimizers": ["sgd"], "n_trials": 2}
+    result = CliRunner().invoke(build_app(), ["study", "create", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())
     top_k, seeds = DEFAULT_CONFIRM
-    only_seeds = StudyCreate(**body, confirm={"seeds": 7}).model_dump()["confirm"]
-    only_top_k = StudyCreate(**body, confirm={"top_k": 1}).model_dump()["confirm"]
-    assert (only_seeds["top_k"], only_top_k["seeds"]) == (top_k, seeds)
+    assert f"(0: no confirmation); default {top_k}." in text, text
+    assert f"Fresh seeds per confirmed config; default {seeds}." in text, text
+
+
+def test_api_fills_a_partial_confirm_from_the_default() -> None:
+    """A request naming one key of ``confirm`` gets the other from ``DEFAULT_CONFIRM``, for a
+    built-in task and for ``external`` alike."""
+    from service.api.schemas import StudyCreate
+    from service.config import Settings
+    from service.studies.requests import StudyRequest, plan_study
+
+    top_k, seeds = DEFAULT_CONFIRM
+    for task in ("digits_mlp", "external"):
+        body = {"name": "x", "task": task, "optimizers": ["sgd"], "n_trials": 2}
+        if task == "external":
+            body |= {"metric": "loss", "direction": "minimize"}
+
+        def plan(confirm: dict[str, int] | None, body: dict = body) -> tuple[int, int]:
+            request = StudyCreate(**body, confirm=confirm).model_dump()
+            planned = plan_study(StudyRequest(**request), settings=Settings())
+            return planned.confirm_top_k, planned.confirm_seeds
+
+        assert plan({"seeds": 7}) == (top_k, 7)
+        assert plan({"top_k": 1}) == (1, seeds)
+        assert plan(None) == (top_k, seeds)
+        assert plan({"top_k": 0}) == (0, 0)
 
 
 SAMPLERS_DOC = "docs/samplers.md"

@@ -25,6 +25,14 @@ router = APIRouter(prefix="/api/v1", tags=["best"])
 def best(
     db: DatabaseDep,
     task: Annotated[str, Query(description="A task of GET /api/v1/tasks.")],
+    model: Annotated[
+        str | None,
+        Query(
+            max_length=128,
+            description="Task external: the model's name (the 'model' its studies gave); a "
+            "built-in task is its own model.",
+        ),
+    ] = None,
     optimizer: Annotated[str | None, Query(description="Only this optimizer.")] = None,
     metric: Annotated[
         str | None, Query(description="Default: the task's default metric (required for external).")
@@ -39,12 +47,13 @@ def best(
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> BestOut:
-    """Over every study of ``task`` that optimises ``metric``: each optimizer's best config
-    (best first, with the study it came from) and the overall winner; ``studies`` lists the
-    studies compared, newest first, a page at a time."""
+    """Over every study of the model that optimises ``metric``: each optimizer's best config
+    (best first, with the study it came from; a confirmed one with its mean over seeds) and the
+    leaders; ``studies`` lists the studies compared, newest first, a page at a time."""
     return best_for_task(
         db,
         task=task,
+        model=model,
         optimizer=optimizer,
         metric=metric,
         direction=direction,

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
+from service.studies.defaults import DEFAULT_CONFIRM
 from service.vocabulary import Direction, StudyPhase, StudyStatus, TrialState
 from studies.samplers import DEFAULT_PRUNER, DEFAULT_SAMPLER
 
@@ -33,10 +34,21 @@ class _Request(BaseModel):
 
 class ConfirmCreate(_Request):
     """The confirmation phase: after the search, the ``top_k`` configs of each optimizer are
-    re-trained on ``seeds`` fresh training seeds; ``{"top_k": 0}`` skips it."""
+    re-trained on ``seeds`` fresh training seeds; ``{"top_k": 0}`` skips it. A key left out
+    takes its default (``DEFAULT_CONFIRM``)."""
 
-    top_k: StrictInt = Field(3, ge=0, le=10, description="Configs per optimizer to confirm.")
-    seeds: StrictInt = Field(5, ge=2, le=20, description="Fresh training seeds per config.")
+    top_k: StrictInt | None = Field(
+        None,
+        ge=0,
+        le=10,
+        description=f"Configs per optimizer to confirm; default {DEFAULT_CONFIRM.top_k}.",
+    )
+    seeds: StrictInt | None = Field(
+        None,
+        ge=2,
+        le=20,
+        description=f"Fresh training seeds per config; default {DEFAULT_CONFIRM.seeds}.",
+    )
 
 
 class StudyCreate(_Request):
@@ -59,7 +71,7 @@ class StudyCreate(_Request):
                     "search_space": {
                         "adam": {"lr": {"low": 1e-4, "high": 1e-2, "log": True}, "batch_size": 64}
                     },
-                    "confirm": {"top_k": 2, "seeds": 10},
+                    "confirm": DEFAULT_CONFIRM.to_json(),
                 }
             ]
         },
@@ -110,10 +122,18 @@ class StudyCreate(_Request):
         "studies, then a portfolio of configs that do well across tasks), 'none' (the sampler "
         "from the first trial), or a list of earlier study names to start from.",
     )
+    model: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="Task 'external': the name of your model. Warm starts, the catalogue and "
+        "GET /api/v1/best share configs only between studies of the same model and metric; "
+        "default: the study's name (a model of its own). Built-in tasks: the task's name.",
+    )
     confirm: ConfirmCreate | None = Field(
         None,
         description="Re-train the top configs on fresh seeds before the verdict; default "
-        '{"top_k": 2, "seeds": 10} (off for task external).',
+        f"{DEFAULT_CONFIRM.describe()}, for every task.",
     )
 
 
@@ -293,14 +313,23 @@ class ConfirmedOut(BaseModel):
 
     value: SeedSummaryOut = Field(description="The study's (validation) metric over seeds.")
     test_value: SeedSummaryOut = Field(description="The test metric over the same seeds.")
-    status: str = Field(description="In the verdict: best, tied, worse or no_seeds.")
+    status: str = Field(
+        description="In the verdict: best, tied, worse, or no_seeds (not compared); "
+        "'confirmed' in the catalogue."
+    )
 
 
 class BestTrialOut(BaseModel):
     study: str
     optimizer: str
     number: int = Field(description="Trial number within the optimizer's Optuna study.")
-    value: float = Field(description="The study metric (validation) it reached.")
+    value: float = Field(
+        description="The study metric (validation) of this config: its mean over the "
+        "confirmation's seeds once confirmed, else its search run's."
+    )
+    search_value: float | None = Field(
+        None, description="What its search trial reached (one run, one seed)."
+    )
     params: dict[str, Any] = Field(description="Hyperparameters, as the optimizer takes them.")
     test_value: float | None = Field(description="The matching test metric, measured once.")
     test_metrics: dict[str, Any]
@@ -308,7 +337,9 @@ class BestTrialOut(BaseModel):
     completed_at: datetime | None
     origin: str | None = Field(None, description="Where this config came from.")
     confirmed: ConfirmedOut | None = Field(
-        None, description="Its figures over fresh seeds, once confirmed (its single run above)."
+        None,
+        description="Its figures over fresh seeds, once confirmed (n 0: none of its seeds "
+        "finished, so it was not compared).",
     )
 
 
@@ -318,6 +349,10 @@ class OptimizerProgressOut(BaseModel):
     n_trials: int = Field(description="Slots to finish: the search's, then the confirmation's.")
     search_trials: int = Field(description="Of them, the search's.")
     confirm_trials: int = Field(description="Of them, the confirmation's (known once it starts).")
+    total: int = Field(
+        description="The trials this optimizer will finish in all: n_trials, plus, while "
+        "searching, the confirmation's to come (top_k x seeds at most)."
+    )
     finished: int = Field(description="complete + pruned; reaches n_trials exactly.")
     complete: int
     pruned: int
@@ -345,6 +380,7 @@ class EtaOut(BaseModel):
 class StudyOut(BaseModel):
     name: str
     task: str
+    model: str | None = Field(None, description="The model tuned (a built-in task's own name).")
     metric: str
     direction: Direction
     epochs: int | None
@@ -361,7 +397,18 @@ class StudyOut(BaseModel):
     finished_at: datetime | None
     optimizers: list[OptimizerProgressOut]
     progress: ProgressOut
-    best: BestTrialOut | None = Field(description="The best trial so far over all optimizers.")
+    best: BestTrialOut | None = Field(
+        description="The best single search run so far over all optimizers (one run: the "
+        "study's answer is 'winner'/'leaders'/'answer')."
+    )
+    winner: str | None = Field(
+        None, description="The winner, only when the verdict names one (see BestOut.winner)."
+    )
+    leaders: list[str] = Field(default_factory=list, description="The tied leaders.")
+    basis: Literal["verdict", "search", "catalogue", "none"] = Field(
+        "none", description="What the answer rests on: the verdict's seeds or single search runs."
+    )
+    answer: str = Field("", description="The study's answer in one sentence.")
     eta: EtaOut
 
 
@@ -421,6 +468,7 @@ class TrialPageOut(BaseModel):
 
 class BestOut(BaseModel):
     task: str
+    model: str | None = Field(None, description="The model compared (a built-in task's own name).")
     metric: str | None
     direction: Direction | None
     studies: list[str] = Field(description="The studies compared.")
@@ -429,13 +477,22 @@ class BestOut(BaseModel):
         "trial are left out."
     )
     winner: BestTrialOut | None = Field(
-        description="With a confirmation: the optimizer better than every other beyond seed "
-        "noise, or null when the leaders are tied. Without one: the best single trial."
+        description="Only the verdict names a winner: the optimizer better than every other "
+        "beyond seed noise (null when the leaders are tied, or while the confirmation runs). "
+        "Without a confirmation: the one strictly best search run of a completed study; equal "
+        "values are a tie (null)."
     )
     leaders: list[str] = Field(
         default_factory=list,
-        description="Optimizers not worse than the best beyond noise (all tied when >1).",
+        description="The tied leaders: optimizers not worse than the best beyond noise (or at "
+        "the best single value, without a verdict).",
     )
+    basis: Literal["verdict", "search", "catalogue", "none"] = Field(
+        "none",
+        description="What the answer rests on: the verdict's seeds, single search runs, or the "
+        "best configs of several studies (the catalogue).",
+    )
+    answer: str = Field("", description="The answer in one sentence, as every surface says it.")
     verdict: dict[str, Any] | None = Field(
         None,
         description="The verdict of the confirmation: outcome (winner, tied, single, none), the "
@@ -461,6 +518,18 @@ class AskOut(BaseModel):
     python: str = Field(description="The line of Python that builds this optimizer.")
     lease: str = Field(description="Send it back with report and tell.")
     lease_expires_at: datetime
+    seed: int = Field(
+        description="The training seed to use (weights' initialisation, batch order): the "
+        "confirmation compares configs over the seeds the service chooses."
+    )
+    phase: Literal["search", "confirm"] = Field(
+        description="'search', or 'confirm': a config re-trained on a fresh seed (never pruned; "
+        "a diverged one is told failed and runs again)."
+    )
+    origin: str | None = Field(
+        None,
+        description="Where its config came from: portfolio, catalogue, sampler, retry or confirm.",
+    )
 
 
 class ReportOut(BaseModel):

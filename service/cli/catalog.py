@@ -38,6 +38,10 @@ def optimizers(
 
 def best(
     task: Annotated[str, typer.Option(help="The task (see `hpt tasks`).", show_default=False)],
+    model: Annotated[
+        str | None,
+        typer.Option(help="Task external: your model's name (required there).", show_default=False),
+    ] = None,
     optimizer: Annotated[
         str | None, typer.Option(help="Only this optimizer.", show_default=False)
     ] = None,
@@ -49,9 +53,10 @@ def best(
     api_key: ApiKeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Best known config per optimizer for a task, over all studies of it, and the winner."""
+    """Best known config per optimizer for a model, over all studies of it (a confirmed config with
+    its mean over seeds)."""
     with api(url, api_key) as client:
-        answer = client.best_for_task(task, optimizer, metric=metric)
+        answer = client.best_for_task(task, optimizer, metric=metric, model=model)
     if as_json:
         print_json(answer)
         return

@@ -203,7 +203,7 @@ def print_study(study: Mapping[str, Any]) -> None:
         rows.append(
             [
                 escape(row["optimizer"]),
-                f"{row['finished']}/{row['n_trials']}",
+                f"{row['finished']}/{row.get('total', row['n_trials'])}",
                 str(row["running"]),
                 str(row["pruned"]),
                 styled_count(row["failed"], "red"),
@@ -213,8 +213,7 @@ def print_study(study: Mapping[str, Any]) -> None:
         )
     table = fitted_table(out, None, columns, rows)
     out.print(table)
-    if study["best"]:
-        print_winner(study["best"], leader=study["status"] != "completed")
+    print_answer(study)
 
 
 def print_best(name: str, best: Mapping[str, Any]) -> None:
@@ -236,15 +235,25 @@ def print_best(name: str, best: Mapping[str, Any]) -> None:
         rows = [_best_row(row) for row in best["optimizers"]]
         table = fitted_table(out, title, _BEST_COLUMNS, rows)
     out.print(table)
-    if confirmed:
-        out.print(escape(best["verdict"]["sentence"]))
+    print_leaders(best)
+
+
+def print_leaders(best: Mapping[str, Any]) -> None:
+    """The answer of ``GET .../best``: the winner with its figures and line of Python when
+    there is one, otherwise the tied leaders with theirs, then the answer's sentence."""
+    out = stdout_console()
     if best["winner"]:
-        print_winner(best["winner"], leader=best.get("status") not in (None, "completed"))
+        print_winner(best["winner"], leader=False)
     elif len(best.get("leaders") or []) > 1:
-        out.print(f"Tied: [bold]{escape(', '.join(best['leaders']))}[/] (within seed noise)")
+        out.print(f"Tied: [bold]{escape(', '.join(best['leaders']))}[/]")
         for row in best["optimizers"]:
             if row["optimizer"] in best["leaders"] and row["python"]:
                 out.print(f"  [cyan]{escape(row['python'])}[/]")
+    elif best.get("leaders"):
+        out.print(f"Leading so far: [bold]{escape(best['leaders'][0])}[/]")
+    sentence = best.get("answer") or (best.get("verdict") or {}).get("sentence")
+    if sentence:
+        out.print(escape(sentence))
 
 
 def print_trials(name: str, page: Mapping[str, Any], *, offset: int) -> None:
@@ -296,9 +305,10 @@ _BEST_COLUMNS = [
 
 
 def _best_row(row: Mapping[str, Any]) -> list[str]:
+    confirmed = row.get("confirmed")
     return [
         escape(row["optimizer"]),
-        format_value(row["value"]),
+        format_spread(confirmed["value"]) if confirmed else format_value(row["value"]),
         format_value(row["test_value"]),
         f"#{row['number']}",
         escape(format_params(row["params"])),
@@ -317,8 +327,16 @@ _CONFIRMED_COLUMNS = [
 
 def _confirmed_row(row: Mapping[str, Any]) -> list[str]:
     seeds = row.get("confirmed")
-    if not seeds:
-        return [escape(row["optimizer"]), format_value(row["value"]), "-", "0", "-", ""]
+    if not seeds or not seeds["value"]["n"]:
+        # Listed, never dropped: no seed of it finished, so it was not compared.
+        return [
+            escape(row["optimizer"]),
+            "-",
+            "-",
+            "0",
+            "not compared (no finished seed)",
+            escape(format_params(row["params"])),
+        ]
     return [
         escape(row["optimizer"]),
         format_spread(seeds["value"]),
@@ -348,13 +366,15 @@ def print_task_best(best: Mapping[str, Any]) -> None:
     out.print(fitted_table(out, title, columns, rows))
     if best["winner"]:
         winner = best["winner"]
-        print_winner(winner, leader=False)
+        print_winner(winner, leader=False, title="Best known")
         out.print(f"  from study [bold]{escape(winner['study'])}[/]")
+    elif len(best.get("leaders") or []) > 1:
+        out.print(f"Tied: [bold]{escape(', '.join(best['leaders']))}[/]")
 
 
-def print_winner(best: Mapping[str, Any], *, leader: bool) -> None:
+def print_winner(best: Mapping[str, Any], *, leader: bool, title: str | None = None) -> None:
     out = stdout_console()
-    title = "Leading so far" if leader else "Winner"
+    title = title or ("Leading so far" if leader else "Winner")
     test = f", test {format_value(best['test_value'])}" if best["test_value"] is not None else ""
     confirmed = best.get("confirmed")
     if confirmed:
@@ -406,7 +426,8 @@ def follow(client: HPTClient, name: str, interval: float, *, as_json: bool) -> d
         while True:
             eta = eta_text(study["eta"])
             for row in study["optimizers"]:
-                done = row["finished"] >= row["n_trials"]
+                total = row.get("total", row["n_trials"])
+                done = row["finished"] >= total
                 fields = {
                     "counts": counts_text(row),
                     "best": format_value((row["best"] or {}).get("value")),
@@ -414,10 +435,11 @@ def follow(client: HPTClient, name: str, interval: float, *, as_json: bool) -> d
                 }
                 if row["optimizer"] not in bars:
                     label = f"[bold]{escape(row['optimizer']).rjust(width)}[/]"
-                    bars[row["optimizer"]] = progress.add_task(
-                        label, total=row["n_trials"], **fields
-                    )
-                progress.update(bars[row["optimizer"]], completed=row["finished"], **fields)
+                    bars[row["optimizer"]] = progress.add_task(label, total=total, **fields)
+                # The confirmation's exact count replaces the one counted ahead when it starts.
+                progress.update(
+                    bars[row["optimizer"]], completed=row["finished"], total=total, **fields
+                )
             if study["status"] in FINAL_STATUSES:
                 return study
             time.sleep(interval)
@@ -434,9 +456,23 @@ def print_final(study: Mapping[str, Any]) -> None:
     )
     if study["error"]:
         out.print(f"[red]{escape(study['error'])}[/]")
-    if study["best"]:
-        print_winner(study["best"], leader=study["status"] != "completed")
+    if study.get("answer"):
+        print_answer(study)
         out.print(f"All optimizers: [bold]hpt study best {escape(study['name'])}[/]")
+
+
+def print_answer(answer: Mapping[str, Any]) -> None:
+    """The study's answer, as the verdict (or, without one, the search) says it: the winner
+    only when there is one, otherwise the tied leaders, then the sentence."""
+    out = stdout_console()
+    if answer.get("winner"):
+        out.print(f"Winner: [bold green]{escape(answer['winner'])}[/]")
+    elif len(answer.get("leaders") or []) > 1:
+        out.print(f"Tied: [bold]{escape(', '.join(answer['leaders']))}[/]")
+    elif answer.get("leaders"):
+        out.print(f"Leading so far: [bold]{escape(answer['leaders'][0])}[/]")
+    if answer.get("answer"):
+        out.print(escape(answer["answer"]))
 
 
 # --------------------------------------------------------------------------- catalog

@@ -34,6 +34,7 @@ from service.cli.render import (
     print_trials,
 )
 from service.client import DEFAULT_URL
+from service.studies.defaults import DEFAULT_CONFIRM
 
 REQUIRED_FIELDS = ("name", "task", "optimizers", "n_trials")
 
@@ -83,11 +84,16 @@ def study_create(
     confirm_top_k: Annotated[
         int | None,
         typer.Option(
-            min=0, help="Configs per optimizer re-trained on fresh seeds (0: no confirmation)."
+            min=0,
+            help="Configs per optimizer re-trained on fresh seeds (0: no confirmation); "
+            f"default {DEFAULT_CONFIRM.top_k}.",
         ),
     ] = None,
     confirm_seeds: Annotated[
-        int | None, typer.Option(min=2, help="Fresh seeds per confirmed config.")
+        int | None,
+        typer.Option(
+            min=2, help=f"Fresh seeds per confirmed config; default {DEFAULT_CONFIRM.seeds}."
+        ),
     ] = None,
     file: Annotated[
         Path | None,

@@ -107,10 +107,13 @@ class HPTClient:
         *,
         metric: str | None = None,
         direction: str | None = None,
+        model: str | None = None,
     ) -> Any:
-        """Best known config per optimizer for ``task``, over all studies (``metric``: the task's
-        default unless given; task ``external`` needs it)."""
-        params = _params(task=task, optimizer=optimizer, metric=metric, direction=direction)
+        """Best known config per optimizer for ``task``'s model, over all studies (``metric``: the
+        task's default unless given; task ``external`` needs it and ``model``)."""
+        params = _params(
+            task=task, optimizer=optimizer, metric=metric, direction=direction, model=model
+        )
         return self._request("GET", f"{API_PREFIX}/best", params=params)
 
     # -- studies --------------------------------------------------------------------------------

@@ -87,6 +87,20 @@ def delete_studies(storage: optuna.storages.BaseStorage, names: Iterable[str]) -
     return left
 
 
+def set_study_attrs(
+    storage: optuna.storages.BaseStorage, name: str, attrs: Mapping[str, Any]
+) -> bool:
+    """Set user attributes of the Optuna study ``name`` (the dashboard shows them); ``False``
+    when it no longer exists."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+        for key, value in attrs.items():
+            storage.set_study_user_attr(study_id, key, value)
+    except KeyError:
+        return False
+    return True
+
+
 def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
     try:
         storage.get_study_id_from_name(name)

@@ -35,11 +35,17 @@ NEVER_REUSED_IDS = {"sqlite_autoincrement": True}
 
 class StudyRow(Base):
     __tablename__ = "hpt_studies"
-    __table_args__ = (NEVER_REUSED_IDS,)
+    __table_args__ = (
+        # The catalogue: the studies of one model and metric.
+        sa.Index("ix_hpt_studies_model_metric", "task", "model", "metric"),
+        NEVER_REUSED_IDS,
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(64), unique=True)
     task: Mapped[str] = mapped_column(sa.String(128))
+    # The model tuned: the task's name, or the name an external study gives its model.
+    model: Mapped[str] = mapped_column(sa.String(128))
     metric: Mapped[str] = mapped_column(sa.String(128))
     direction: Mapped[str] = mapped_column(sa.String(8))
     epochs: Mapped[int | None]
@@ -60,6 +66,8 @@ class StudyRow(Base):
     phase: Mapped[str] = mapped_column(
         sa.String(16), default="searching", server_default="searching"
     )
+    # When the verdict of the completed study was written into its Optuna studies' attributes.
+    verdict_published_at: Mapped[datetime | None]
 
     optimizers: Mapped[list[StudyOptimizerRow]] = relationship(
         back_populates="study",

@@ -84,6 +84,7 @@ def _dashboard_attrs(plan: StudyPlan, optimizer: str, space: dict) -> dict:
         "hpt_study": plan.name,
         "optimizer": optimizer,
         "task": plan.task,
+        "model": plan.model,
         "metric": plan.metric,
         "n_trials": plan.n_trials,
         "epochs": plan.epochs,
@@ -118,6 +119,7 @@ def _insert_rows(db: Database, plan: StudyPlan) -> None:
             StudyRow(
                 name=plan.name,
                 task=plan.task,
+                model=plan.model,
                 metric=plan.metric,
                 direction=plan.direction,
                 epochs=plan.epochs,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,10 +28,12 @@ from service.studies.requests import task_names
 from service.vocabulary import (
     EXTERNAL_TASK,
     Direction,
+    SlotOutcome,
+    SlotState,
     StudyStatus,
 )
 from studies.tasks import available_tasks
-from studies.verdict import StudyVerdict, Summary
+from studies.verdict import StudyVerdict, Summary, summarize
 
 
 def _best_out(
@@ -44,7 +47,15 @@ def _best_out(
         study=study,
         optimizer=optimizer,
         number=slot.trial_number if slot.trial_number is not None else -1,
-        value=float(slot.value if slot.value is not None else math.nan),
+        # A confirmed config's figure is its mean over seeds, never one run of it.
+        value=float(
+            confirmed.value.mean
+            if confirmed is not None and confirmed.value.mean is not None
+            else slot.value
+            if slot.value is not None
+            else math.nan
+        ),
+        search_value=slot.value,
         params=params,
         test_value=slot.test_value,
         test_metrics=dict(slot.test_metrics or {}),
@@ -83,20 +94,84 @@ def study_best(db: Database, name: str) -> BestOut:
         verdict = verdict_of(session, study)
         if verdict is None:
             ranked = rank(best_slots(session, list(study.optimizers)).values(), study.direction)
-            winner, leaders = (ranked[0] if ranked else None), []
+            answer = search_answer(study, ranked)
+            winner = next((b for b in ranked if b.optimizer == answer.winner), None)
         else:
-            ranked, winner, leaders = _confirmed_best(session, study, verdict)
+            ranked, winner = _confirmed_best(session, study, verdict)
+            answer = Answer("verdict", verdict.verdict.winner, verdict.verdict.leaders,
+                            verdict.verdict.sentence)  # fmt: skip
         return BestOut(
             task=study.task,
+            model=study.model,
             metric=study.metric,
             direction=study.direction,
             studies=[name],
             optimizers=ranked,
             winner=winner,
-            leaders=leaders,
+            leaders=answer.leaders,
+            basis=answer.basis,
+            answer=answer.sentence,
             verdict=None if verdict is None else verdict.verdict.to_json(),
             status=study.status,
         )
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a study answers, one answer for every surface (API, CLI, report, dashboard).
+
+    Attributes:
+        basis: ``"verdict"`` (the confirmation's seeds decide), ``"search"`` (single search
+            runs: no confirmation, or it has not started) or ``"none"`` (nothing finished).
+        winner: Named only when the verdict names one; without a confirmation, a study that
+            completed with one strictly best search value; never while a confirmation is due.
+        leaders: The tied leaders (every optimizer at the best search value, when single runs).
+        sentence: The answer in words.
+    """
+
+    basis: str
+    winner: str | None
+    leaders: list[str]
+    sentence: str
+
+
+def study_answer(session: Session, study: StudyRow, ranked: Sequence[BestTrialOut]) -> Answer:
+    """The study's answer: the verdict's once the confirmation has seeds, else the search's
+    (``ranked``: each optimizer's best search run, best first)."""
+    verdict = verdict_of(session, study)
+    if verdict is None:
+        return search_answer(study, ranked)
+    return Answer(
+        "verdict", verdict.verdict.winner, verdict.verdict.leaders, verdict.verdict.sentence
+    )
+
+
+def search_answer(study: StudyRow, ranked: Sequence[BestTrialOut]) -> Answer:
+    """The answer from single search runs: equal values are a tie, never broken by the order the
+    optimizers are listed in, and a confirmation still to come names no winner yet."""
+    if not ranked:
+        return Answer("none", None, [], "No trial has completed yet.")
+    top = ranked[0].value
+    leaders = [b.optimizer for b in ranked if b.value == top]
+    figure = f"{study.metric} {top:.4g}"
+    confirming = study.confirm_top_k > 0 and study.status != StudyStatus.COMPLETED
+    if len(leaders) > 1:
+        sentence = (
+            f"Tied on single search runs: {', '.join(leaders)} at {figure}; single runs are "
+            "not compared over seeds."
+        )
+        return Answer("search", None, leaders, sentence)
+    if confirming:
+        sentence = (
+            f"Leading the search so far: {leaders[0]}, {figure} (a single run); the "
+            "confirmation on fresh seeds decides."
+        )
+        return Answer("search", None, leaders, sentence)
+    sentence = (
+        f"Best single search run: {leaders[0]}, {figure}; without a confirmation, not compared "
+        "over seeds."
+    )
+    return Answer("search", leaders[0], leaders, sentence)
 
 
 def _summary_out(summary: Summary) -> SeedSummaryOut:
@@ -113,22 +188,28 @@ def _summary_out(summary: Summary) -> SeedSummaryOut:
 
 def _confirmed_best(
     session: Session, study: StudyRow, verdict: StudyVerdict
-) -> tuple[list[BestTrialOut], BestTrialOut | None, list[str]]:
-    """Each optimizer's representative confirmed config, in the verdict's order, the winner
-    (only one beyond noise) and the leaders."""
+) -> tuple[list[BestTrialOut], BestTrialOut | None]:
+    """Each optimizer's representative confirmed config, in the verdict's order (every optimizer
+    of the study: one without a finished seed with its best search config and no seeds), and
+    the winner (only one beyond noise)."""
+    pairs = {pair.optimizer: pair for pair in study.optimizers}
     keys = [r.config.key for r in verdict.results if r.config is not None]
+    # An optimizer none of whose seeds finished is shown with its best search config.
+    keys += [p.best_slot_id for p in pairs.values() if p.best_slot_id is not None]
     slots = {
         s.id: s for s in session.scalars(sa.select(TrialSlotRow).where(TrialSlotRow.id.in_(keys)))
     }
     entries: dict[str, BestTrialOut] = {}
     for result in verdict.results:
-        if result.config is None or result.config.key not in slots:
+        pair = pairs[result.optimizer]
+        key = result.config.key if result.config is not None else pair.best_slot_id
+        if key not in slots:
             continue
         standing = verdict.verdict.standing(result.optimizer)
         entries[result.optimizer] = _best_out(
             study.name,
             result.optimizer,
-            slots[result.config.key],
+            slots[key],
             ConfirmedOut(
                 value=_summary_out(result.val),
                 test_value=_summary_out(result.test),
@@ -136,17 +217,14 @@ def _confirmed_best(
             ),
         )
     winner_name = verdict.verdict.winner
-    return (
-        list(entries.values()),
-        entries.get(winner_name) if winner_name else None,
-        list(verdict.verdict.leaders),
-    )
+    return list(entries.values()), entries.get(winner_name) if winner_name else None
 
 
 def best_for_task(
     db: Database,
     *,
     task: str,
+    model: str | None = None,
     optimizer: str | None = None,
     metric: str | None = None,
     direction: str | None = None,
@@ -154,8 +232,10 @@ def best_for_task(
     limit: int = 50,
     offset: int = 0,
 ) -> BestOut:
-    """The best known config of each optimizer for a task, over every study of it that optimises
-    the same metric; ``studies`` lists them, a page at a time (newest first).
+    """The best known config of each optimizer for a model, over every study of it that
+    optimises the same metric; ``studies`` lists them, a page at a time (newest first). A
+    built-in task is its own model; task ``external`` needs ``model``. A config a study
+    confirmed is shown with its mean over seeds (its ``confirmed`` figures), never one seed.
 
     Each optimizer's best is one indexed lookup of the best (study, optimizer) row, whatever the
     number of studies and trials stored.
@@ -164,12 +244,14 @@ def best_for_task(
         InvalidRequest: unknown task, optimizer or metric; the message lists the valid ones.
     """
     metric, direction = _task_objective(task, metric, direction)
+    model = _model_of(task, model)
     if optimizer is not None and optimizer not in OPTIMIZERS:
         raise _query_error(
             "optimizer", f"unknown optimizer {optimizer!r}; choose from {sorted(OPTIMIZERS)}"
         )
     scope = [
         StudyRow.task == task,
+        StudyRow.model == model,
         StudyRow.metric == metric,
         StudyRow.status != StudyStatus.DELETING,
     ]
@@ -203,14 +285,35 @@ def best_for_task(
             .offset(offset)
         ).all()
         ranked = rank(best, direction)
+        top = [b for b in ranked if ranked and b.value == ranked[0].value]
         return BestOut(
             task=task,
+            model=model,
             metric=metric,
             direction=direction,
             studies=list(studies),
             optimizers=ranked,
-            winner=ranked[0] if ranked else None,
+            # Across studies there is no verdict: one optimizer strictly best, or a tie.
+            winner=top[0] if len(top) == 1 else None,
+            leaders=[b.optimizer for b in top],
+            basis="catalogue",
         )
+
+
+def _model_of(task: str, model: str | None) -> str:
+    if task != EXTERNAL_TASK:
+        if model is not None and model != task:
+            raise _query_error(
+                "model", f"task {task!r} is its own model; leave 'model' out or set it to {task!r}"
+            )
+        return task
+    if not model:
+        raise _query_error(
+            "model",
+            "task 'external' holds the models of many users; add model=<the model's name> "
+            "(the 'model' its studies were created with, or the study's name)",
+        )
+    return model
 
 
 def _best_of_optimizer(
@@ -222,7 +325,7 @@ def _best_of_optimizer(
         else StudyOptimizerRow.best_value.asc()
     )
     row = session.execute(
-        sa.select(StudyRow.name, StudyOptimizerRow.best_slot_id)
+        sa.select(StudyRow.name, StudyOptimizerRow.best_slot_id, StudyOptimizerRow.id)
         .join(StudyOptimizerRow)
         .where(
             *scope,
@@ -235,7 +338,30 @@ def _best_of_optimizer(
     if row is None:
         return None
     slot = session.get(TrialSlotRow, row.best_slot_id)
-    return None if slot is None else _best_out(row.name, optimizer, slot)
+    if slot is None:
+        return None
+    return _best_out(row.name, optimizer, slot, _confirmation_of(session, row.id, slot.id))
+
+
+def _confirmation_of(session: Session, pair_id: int, slot_id: int) -> ConfirmedOut | None:
+    """The confirmed figures of a search config (its seeds' mean and spread), if it has seeds."""
+    seeds = session.execute(
+        sa.select(TrialSlotRow.value, TrialSlotRow.test_value).where(
+            TrialSlotRow.study_optimizer_id == pair_id,
+            TrialSlotRow.confirm_of == slot_id,
+            TrialSlotRow.state == SlotState.FINISHED,
+            TrialSlotRow.outcome == SlotOutcome.COMPLETE,
+        )
+    ).all()
+    values = [value for value, _ in seeds if value is not None]
+    if not values:
+        return None
+    tests = [test for _, test in seeds if test is not None]
+    return ConfirmedOut(
+        value=_summary_out(summarize(values)),
+        test_value=_summary_out(summarize(tests if len(tests) == len(values) else [])),
+        status="confirmed",
+    )
 
 
 def _task_objective(task: str, metric: str | None, direction: str | None) -> tuple[str, str | None]:

@@ -97,3 +97,20 @@ def verdict_of(session: Session, study: StudyRow) -> StudyVerdict | None:
     task = available_tasks().get(study.task)
     test_metric = task.test_metric(study.metric) if task is not None else None
     return study_verdict(configs, study.direction, metric=study.metric, test_metric=test_metric)
+
+
+def record_confirmed_best(session: Session, study: StudyRow) -> None:
+    """At the end of the confirmation, each optimizer's best becomes its representative config
+    with its mean over seeds: what the catalogue, ``GET /api/v1/best`` and later studies' warm
+    starts see of it, never one lucky seed. An optimizer none of whose seeds finished keeps its
+    search best."""
+    verdict = verdict_of(session, study)
+    if verdict is None:
+        return
+    pairs = {pair.optimizer: pair for pair in study.optimizers}
+    for result in verdict.results:
+        pair = pairs.get(result.optimizer)
+        if pair is None or result.config is None or result.val.mean is None:
+            continue
+        pair.best_slot_id = int(result.config.key)
+        pair.best_value = result.val.mean

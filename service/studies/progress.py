@@ -23,12 +23,13 @@ from service.api.schemas import (
 )
 from service.store.database import Database, as_utc, db_now
 from service.store.tables import StudyOptimizerRow, StudyRow, TrialSlotRow, WorkerRow
-from service.studies.best_configs import best_slots, rank
+from service.studies.best_configs import best_slots, rank, study_answer
 from service.studies.lookup import study_row
 from service.vocabulary import (
     ACCEPTING_TRIALS,
     EXTERNAL_TASK,
     SlotState,
+    StudyPhase,
     StudyStatus,
     TrialState,
 )
@@ -52,11 +53,20 @@ def study_view(db: Database, name: str, *, heartbeat_interval: int) -> StudyOut:
         bests = best_slots(session, pairs)
         durations = _recent_durations(session, [p.id for p in pairs])
         live = count_live_workers(session, heartbeat_interval)
+        # While searching, the confirmation's trials are counted ahead (at most top_k x seeds
+        # per optimizer), so the totals never grow under a progress bar; its exact count
+        # replaces them when it starts.
+        ahead = (
+            study.confirm_top_k * study.confirm_seeds
+            if study.phase == StudyPhase.SEARCHING and StudyStatus(study.status).accepts_trials
+            else 0
+        )
         progress = [
             OptimizerProgressOut(
                 optimizer=p.optimizer,
                 optuna_study_name=p.optuna_study_name,
                 n_trials=p.n_trials,
+                total=p.n_trials + ahead,
                 search_trials=p.search_trials or p.n_trials,
                 confirm_trials=p.n_trials - (p.search_trials or p.n_trials),
                 finished=p.finished,
@@ -71,11 +81,13 @@ def study_view(db: Database, name: str, *, heartbeat_interval: int) -> StudyOut:
             for p in pairs
         ]
         finished = sum(min(p.finished, p.n_trials) for p in progress)
-        total = sum(p.n_trials for p in progress)
+        total = sum(p.total for p in progress)
         ranked = rank((p.best for p in progress if p.best is not None), study.direction)
+        answer = study_answer(session, study, ranked)
         return StudyOut(
             name=study.name,
             task=study.task,
+            model=study.model,
             metric=study.metric,
             direction=study.direction,
             epochs=study.epochs,
@@ -95,6 +107,10 @@ def study_view(db: Database, name: str, *, heartbeat_interval: int) -> StudyOut:
                 finished=finished, total=total, fraction=finished / total if total else 1.0
             ),
             best=ranked[0] if ranked else None,
+            winner=answer.winner,
+            leaders=answer.leaders,
+            basis=answer.basis,
+            answer=answer.sentence,
             eta=estimate_eta(
                 status=StudyStatus(study.status),
                 external=study.task == EXTERNAL_TASK,

@@ -17,6 +17,7 @@ from optim_core.spaces import SpaceError, space_to_json
 from service.config import Settings
 from service.errors import FieldError, InvalidRequest
 from service.store.optuna_bridge import optuna_study_name
+from service.studies.defaults import DEFAULT_CONFIRM
 from service.vocabulary import EXTERNAL_TASK
 from studies.objective import task_space
 from studies.samplers import (
@@ -31,14 +32,7 @@ from studies.tasks import available_tasks
 
 STUDY_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 STUDY_NAME_RULE = "1 to 64 letters, digits, '_' or '-', starting with a letter or a digit"
-# Confirmation by default: the top 2 configs of each optimizer, re-trained on 10 fresh seeds each.
-# 10 seeds give the verdict's all-pairs test (studies.verdict) a 99.8% chance of finding an
-# optimizer 2.5 seed standard deviations below the others among 8 (7 seeds: 94%), the gap of
-# full-batch gd on digits_mlp: at 2 x 7 it was a leader in 1 of 10 studies, at 2 x 10 in none.
-# Two configs, because the search's best is often tied with its second on a small validation
-# set, and the tie's order can pick the weaker one (1 x 14 did, in 1 of 10 studies). README,
-# "How the verdict decides".
-DEFAULT_CONFIRM = (2, 10)
+
 # A search space is a few ranges and short lists; anything bigger is a mistake or an attack.
 MAX_CHOICES = 64
 # No hyperparameter of any optimizer here is sensibly beyond this magnitude (an lr of 1e308
@@ -61,8 +55,9 @@ class StudyRequest:
     metric: str | None = None
     direction: str | None = None
     search_space: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    confirm: Mapping[str, int] | None = None
+    confirm: Mapping[str, int | None] | None = None
     warm_start: str | Sequence[str] = "auto"
+    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +70,7 @@ class StudyPlan:
     direction: str
     epochs: int | None
     n_trials: int
+    model: str
     sampler: str
     pruner: str
     seed: int | None
@@ -114,6 +110,7 @@ def plan_study(request: StudyRequest, *, settings: Settings) -> StudyPlan:
     if not STUDY_NAME_PATTERN.fullmatch(request.name):
         report(("name",), f"{request.name!r} is not a valid study name: use {STUDY_NAME_RULE}")
     metric, direction, epochs = _objective(request, report)
+    model = _model(request, report)
     _check_limit(report, "n_trials", request.n_trials, settings.max_trials, "HPT_MAX_TRIALS")
     if request.epochs is not None:
         _check_limit(report, "epochs", request.epochs, settings.max_epochs, "HPT_MAX_EPOCHS")
@@ -130,6 +127,7 @@ def plan_study(request: StudyRequest, *, settings: Settings) -> StudyPlan:
         confirm_seeds=seeds,
         name=request.name,
         task=request.task,
+        model=model,
         metric=metric,
         direction=direction,
         epochs=epochs,
@@ -142,13 +140,29 @@ def plan_study(request: StudyRequest, *, settings: Settings) -> StudyPlan:
 
 
 def _confirmation(request: StudyRequest) -> tuple[int, int]:
-    """``(top_k, seeds)`` of the confirmation phase; off (0, 0) when ``top_k`` is 0. By default
-    on for the built-in tasks, off for ``external`` (whose training the client seeds)."""
-    if request.confirm is None:
-        return (0, 0) if request.task == EXTERNAL_TASK else DEFAULT_CONFIRM
-    top_k = int(request.confirm.get("top_k", DEFAULT_CONFIRM[0]))
-    seeds = int(request.confirm.get("seeds", DEFAULT_CONFIRM[1]))
+    """``(top_k, seeds)`` of the confirmation phase, for every task (an external study's client
+    trains on the seeds the service hands it); off (0, 0) when ``top_k`` is 0; a key left out
+    takes :data:`DEFAULT_CONFIRM`'s."""
+    asked = request.confirm or {}
+    top_k = asked.get("top_k")
+    seeds = asked.get("seeds")
+    top_k = DEFAULT_CONFIRM.top_k if top_k is None else int(top_k)
+    seeds = DEFAULT_CONFIRM.seeds if seeds is None else int(seeds)
     return (0, 0) if top_k == 0 else (top_k, seeds)
+
+
+def _model(request: StudyRequest, report: ReportProblem) -> str:
+    """The model a study tunes: what warm starts and the catalogue share configs by. A built-in
+    task is its own model; an external study names its model, or is a model of its own."""
+    if request.task != EXTERNAL_TASK:
+        if request.model is not None and request.model != request.task:
+            report(
+                ("model",),
+                f"task {request.task!r} trains its own model; leave 'model' out (it names the "
+                "model of an 'external' study)",
+            )
+        return request.task
+    return request.model if request.model is not None else request.name
 
 
 def _check_space_sizes(request: StudyRequest, report: ReportProblem) -> None:

@@ -1,5 +1,5 @@
 """What a new study tries first, per optimizer, before its sampler: the best known configs of the
-same task from earlier studies (the catalogue), then the shipped portfolio
+same model and metric from earlier studies (the catalogue), then the shipped portfolio
 (:mod:`studies.warm_start` decides how many and fits them to the study's space).
 
 A request says where to start from: ``"auto"`` (every earlier study of the task that optimised
@@ -22,7 +22,7 @@ from service.errors import FieldError, InvalidRequest
 from service.store.database import Database
 from service.store.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
 from service.studies.requests import StudyPlan
-from service.vocabulary import Direction, StudyStatus
+from service.vocabulary import EXTERNAL_TASK, Direction, StudyStatus
 from studies.warm_start import CATALOGUE_CONFIGS, KnownConfig, load_portfolio, warm_start_configs
 
 AUTO, NONE = "auto", "none"
@@ -63,8 +63,11 @@ def planned_configs(
 def _check_named(db: Database, plan: StudyPlan, names: Sequence[str]) -> None:
     with db.read() as session:
         found = dict(
-            session.execute(
-                sa.select(StudyRow.name, StudyRow.task).where(StudyRow.name.in_(list(names)))
+            (name, (task, model))
+            for name, task, model in session.execute(
+                sa.select(StudyRow.name, StudyRow.task, StudyRow.model).where(
+                    StudyRow.name.in_(list(names))
+                )
             ).all()
         )
     problems = []
@@ -77,12 +80,17 @@ def _check_named(db: Database, plan: StudyPlan, names: Sequence[str]) -> None:
                     "(or use 'auto')",
                 )
             )
-        elif found[name] != plan.task:
+        elif found[name] != (plan.task, plan.model):
+            task, model = found[name]
+            what = f"task {task!r}" if task != EXTERNAL_TASK else f"model {model!r}"
+            wanted = (
+                f"task {plan.task!r}" if plan.task != EXTERNAL_TASK else f"model {plan.model!r}"
+            )
             problems.append(
                 FieldError(
                     ("body", "warm_start", index),
-                    f"study {name!r} trained task {found[name]!r}, not {plan.task!r}: its configs "
-                    "say nothing about this task",
+                    f"study {name!r} tuned {what}, not {wanted}: its configs say nothing about "
+                    "this model",
                 )
             )
     if problems:
@@ -105,6 +113,7 @@ def _catalogue(
         .join(TrialSlotRow, TrialSlotRow.id == StudyOptimizerRow.best_slot_id)
         .where(
             StudyRow.task == plan.task,
+            StudyRow.model == plan.model,
             StudyRow.metric == plan.metric,
             StudyRow.direction == plan.direction,
             StudyRow.status != StudyStatus.DELETING,

@@ -57,8 +57,10 @@ from service.vocabulary import (
     SlotOutcome,
     SlotState,
     StudyStatus,
+    TrialPhase,
 )
 from studies.samplers import make_pruner, make_sampler, slot_sampler_seed
+from studies.seeds import training_seed
 
 # The holder recorded on slots taken through the API.
 ASK_TELL_HOLDER = "ask/tell"
@@ -93,6 +95,7 @@ class _Study:
     status: StudyStatus
     pruner: str
     epochs: int | None
+    seed: int | None
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,11 @@ class _Slot:
     expired: bool
     optuna_study_name: str
     taken_over: bool
+    origin: str | None
+
+    @property
+    def phase(self) -> TrialPhase:
+        return TrialPhase.of(self.origin)
 
 
 def external_study(at: AskTell, name: str) -> _Study:
@@ -120,7 +128,14 @@ def external_study(at: AskTell, name: str) -> _Study:
                 f"study {name!r} trains task {study.task!r}: workers run its trials. Ask/tell is "
                 "for studies of task 'external', whose trials your own code trains"
             )
-        return _Study(study.id, study.name, StudyStatus(study.status), study.pruner, study.epochs)
+        return _Study(
+            study.id,
+            study.name,
+            StudyStatus(study.status),
+            study.pruner,
+            study.epochs,
+            study.seed,
+        )
 
 
 def ask_trial(at: AskTell, name: str, *, lease_seconds: float) -> AskOut:
@@ -193,6 +208,7 @@ def _start_trial(at: AskTell, claim: Claim, lease_seconds: float) -> AskOut:
         ),
     )
     fixed = optuna_bridge.fixed_params(space, claim.params) if claim.params else None
+    phase = TrialPhase.of(claim.origin)
     trial = optuna_bridge.start_trial(
         study,
         slot_id=claim.slot_id,
@@ -201,9 +217,15 @@ def _start_trial(at: AskTell, claim: Claim, lease_seconds: float) -> AskOut:
         attrs={
             "optimizer": claim.optimizer,
             "worker": ASK_TELL_HOLDER,
+            "phase": str(phase),
             **({"origin_source": claim.source} if claim.source else {}),
+            **({"confirm_of_slot": claim.confirm_of} if claim.confirm_of is not None else {}),
         },
     )
+    # The seed the client trains with: the same rule as a worker's (studies.seeds), from the
+    # study's seed and the trial's number, so a confirmation's seeds are fresh and chosen here.
+    seed = training_seed(claim.seed or 0, trial.number)
+    trial.set_user_attr("seed", seed)
     values = sample_space(trial, space)
     trial.set_user_attr("hyperparameters", values)
     if not start_slot(
@@ -224,6 +246,9 @@ def _start_trial(at: AskTell, claim: Claim, lease_seconds: float) -> AskOut:
         python=spec.python_line(values),
         lease=claim.claim_token,
         lease_expires_at=as_utc(claim.lease_expires_at),
+        seed=seed,
+        phase=phase,
+        origin=claim.origin,
     )
 
 
@@ -268,6 +293,7 @@ def _find_slot(at: AskTell, name: str, optimizer: str, number: int) -> tuple[_St
         expired=bool(row.expired),
         optuna_study_name=pair.optuna_study_name,
         taken_over=slot.holder == RECOVERY_HOLDER,
+        origin=slot.origin,
     )
 
 
@@ -320,10 +346,12 @@ def report_value(
     study = external_study(at, name)
     try:
         with at.guard.holding(slot.id, lease):
+            # A confirmation trial runs every epoch: its seeds are what the verdict compares.
+            pruner = "none" if slot.phase == TrialPhase.CONFIRM else study.pruner
             optuna_study = optuna_bridge.load_study(
                 at.storage,
                 slot.optuna_study_name,
-                pruner=make_pruner(study.pruner, epochs=study.epochs),
+                pruner=make_pruner(pruner, epochs=study.epochs),
             )
             trial = optuna.trial.Trial(optuna_study, slot.trial_id)
             trial.report(value, step)
@@ -376,6 +404,10 @@ def tell_outcome(
     study, slot = _find_slot(at, name, optimizer, number)
     label = f"trial {optimizer}/{number} of study {name!r}"
     _check_lease(slot, lease, label)
+    if state == "pruned" and slot.phase == TrialPhase.CONFIRM:
+        # A confirmation seed is never pruned: one that could not finish (it diverged) is a
+        # failed seed, run again on another attempt, as on a worker.
+        state = "failed"
     told = _TOLD_OUTCOMES[state]
     if slot.state not in HELD_SLOT_STATES:
         if slot.outcome == told and (told != SlotOutcome.COMPLETE or slot.value == value):

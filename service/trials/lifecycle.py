@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 from service.errors import Conflict, StudyNotFound
 from service.store.database import Database, db_now
 from service.store.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
+from service.studies.confirmation import record_confirmed_best
 from service.vocabulary import (
     ACCEPTING_TRIALS,
     EXTERNAL_TASK,
@@ -433,7 +434,7 @@ def finish_slot(db: Database, slot_id: int, ending: Ending, *, token: str | None
         ended = _end(session, slot_id, SlotState.FINISHED, ending, token)
         if ended is None:
             return False
-        pair_id, _ = ended
+        pair_id, slot = ended
         counter = "complete" if ending.outcome == SlotOutcome.COMPLETE else "pruned"
         study_id = session.execute(
             sa.update(StudyOptimizerRow)
@@ -452,7 +453,10 @@ def finish_slot(db: Database, slot_id: int, ending: Ending, *, token: str | None
         direction = session.execute(
             sa.select(StudyRow.direction).where(StudyRow.id == study_id).with_for_update()
         ).scalar_one()
-        if ending.outcome == SlotOutcome.COMPLETE and ending.value is not None:
+        # A confirmation seed is one run of a config already known: the config's figure is its
+        # mean over seeds, recorded when the confirmation ends, never its luckiest seed.
+        searched = slot["origin"] != ConfigOrigin.CONFIRM
+        if ending.outcome == SlotOutcome.COMPLETE and ending.value is not None and searched:
             _keep_best(session, pair_id, slot_id, ending.value, direction)
         unfinished = sa.select(StudyOptimizerRow.id).where(
             StudyOptimizerRow.study_id == study_id,
@@ -485,6 +489,8 @@ def _advance(session: Session, study_id: int) -> None:
             study.phase = StudyPhase.CONFIRMING
             study.updated_at = db_now()
             return
+    if study.phase == StudyPhase.CONFIRMING:
+        record_confirmed_best(session, study)
     study.phase = StudyPhase.COMPLETED
     set_study_status(session, study_id, StudyStatus.COMPLETED)
 

@@ -36,7 +36,7 @@ def verdict_sentence(verdict: Verdict) -> str:
             f"{best.optimizer} wins: {figure}, {better} than every other optimizer beyond seed "
             f"noise ({test}). Runner-up: {runner_up.optimizer}, {figure_of(runner_up.summary)}, "
             f"{_p(runner_up.comparison.p_adjusted)}."
-        )
+        ) + _not_compared(verdict)
     tied = [s for s in verdict.standings if s.status == "tied"]
     worse = [s.optimizer for s in verdict.standings if s.status == "worse"]
     untestable = [s.optimizer for s in tied if s.comparison and not s.comparison.testable]
@@ -48,7 +48,15 @@ def verdict_sentence(verdict: Verdict) -> str:
         text += f" {_join(untestable)}: one seed only, not testable."
     if worse:
         text += f" Worse beyond noise: {_join(worse)}."
-    return text
+    return text + _not_compared(verdict)
+
+
+def _not_compared(verdict: Verdict) -> str:
+    """Every optimizer without a finished seed, named: none is ever dropped silently."""
+    missing = [s.optimizer for s in verdict.standings if s.status == "no_seeds"]
+    if not missing:
+        return ""
+    return f" Not compared: {_join(missing)} (no finished confirmation seed)."
 
 
 def format_mean(summary: Summary) -> str:
