@@ -339,6 +339,25 @@ def test_ctrl_c_during_an_ask_or_a_tell_lets_it_finish(
         )
 
 
+def test_a_second_ctrl_c_quits_at_once_and_says_what_was_not_told(
+    fake: FakeService, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/tell"):  # a tell that hangs, and two Ctrl-C's
+            _thread.interrupt_main()
+            _thread.interrupt_main()
+        return fake.handle(request)
+
+    transport = httpx.MockTransport(handle)
+    with HPTClient("http://hpt.test", transport=transport) as client:
+        line = interrupted(lambda: client.optimize("s", lambda trial: 0.5), capsys)
+    assert not fake.finished and not fake.failed and list(fake.held) == [("sgd", 0)]
+    assert line == (
+        "Interrupted: no trial told this run; trial sgd/0 could not be told: the study runs its "
+        "config again once its lease runs out (within 60 s). The study keeps everything told."
+    )
+
+
 def test_ctrl_c_with_threads_fails_the_trials_training_and_waits_for_a_tell_under_way(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
