@@ -4,7 +4,10 @@
 another machine), ``hpt dashboard`` optuna-dashboard on the same database. ``hpt study ...``,
 ``hpt tasks``, ``hpt optimizers`` and ``hpt best`` talk to a running API over HTTP through
 :mod:`service.client`: tables for people, ``--json`` for scripts, and an API error is one red
-line, never a traceback.
+line, never a traceback. Where that API is, and its key, go before the command
+(``hpt --url URL --api-key KEY study list``), after it (``--url``, ``--api-key``), or in
+``HPT_URL`` and ``HPT_API_KEY``: the command's own flag first, then the global one, then the
+variable.
 
 Heavy imports (torch, optuna, uvicorn) happen inside the commands that need them, so ``hpt study``
 answers at once.
@@ -30,13 +33,17 @@ from service.cli.common import (
     LOG_LEVELS,
     ApiKeyOption,
     DatabaseOption,
+    GlobalApiKeyOption,
+    GlobalUrlOption,
     JsonOption,
     LogLevelOption,
     NameArgument,
     UrlOption,
     configure_logging,
     load_settings,
+    remember_global_options,
     settings_env,
+    taking_global_options,
 )
 from service.cli.formatting import STATUS_STYLES, TRIAL_STATE_STYLES
 from service.cli.runtime import PARENT_CHECK_INTERVAL, dashboard, db_upgrade, worker
@@ -124,6 +131,9 @@ def _print_version(value: bool) -> None:
 
 
 def _top_level(
+    ctx: typer.Context,
+    url: GlobalUrlOption = None,
+    api_key: GlobalApiKeyOption = None,
     version: Annotated[
         bool,
         typer.Option(
@@ -136,6 +146,7 @@ def _top_level(
 ) -> None:
     """Optimizer hyperparameter tuning service: which optimizer, with which hyperparameters,
     trains your model best."""
+    remember_global_options(ctx, url, api_key)
 
 
 def installed_version() -> str:
@@ -160,13 +171,13 @@ def build_app() -> typer.Typer:
     )
     app.callback()(_top_level)
     for name, command in SERVICE_COMMANDS.items():
-        app.command(name)(command)
+        app.command(name)(taking_global_options(command))
     study = typer.Typer(
         help="Create, follow and query studies through the API (--url, env HPT_URL).",
         no_args_is_help=True,
     )
     for name, command in STUDY_COMMANDS.items():
-        study.command(name)(command)
+        study.command(name)(taking_global_options(command))
     app.add_typer(study, name="study")
     db = typer.Typer(help="The database's schema.", no_args_is_help=True)
     for name, command in DB_COMMANDS.items():

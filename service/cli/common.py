@@ -5,11 +5,13 @@ Nothing heavy is imported at module level (see :mod:`service.cli`).
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, NoReturn
 
@@ -57,7 +59,8 @@ LogLevelOption = Annotated[
     ),
 ]
 
-# Of the commands that use a running API (study ..., tasks, optimizers).
+# Of the commands that use a running API (study ..., tasks, optimizers, best); each also takes
+# them before the command (`hpt --url URL study list`): the global options below.
 UrlOption = Annotated[str, typer.Option("--url", envvar="HPT_URL", help="Where the API listens.")]
 ApiKeyOption = Annotated[
     str | None,
@@ -69,6 +72,27 @@ ApiKeyOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
+GlobalUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help="Where the API listens, for every command that uses it (env HPT_URL, default "
+        "http://127.0.0.1:8000); a command's own --url wins.",
+        show_default=False,
+    ),
+]
+GlobalApiKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        help="Key for servers that require one, for every command that uses the API (env "
+        "HPT_API_KEY); a command's own --api-key wins.",
+        show_default=False,
+    ),
+]
+# Where the global options wait for the command (click shares a context's meta with the
+# contexts nested in it).
+GLOBAL_OPTIONS_META = "hpt.global_options"
 NameArgument = Annotated[str, typer.Argument(help="Name of the study.", show_default=False)]
 
 # --------------------------------------------------------------------------- output
@@ -92,6 +116,42 @@ def fail(message: str) -> NoReturn:
 
 def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def remember_global_options(ctx: typer.Context, url: str | None, api_key: str | None) -> None:
+    """Keep ``hpt --url ... --api-key ...`` for the command that follows."""
+    ctx.meta[GLOBAL_OPTIONS_META] = {"url": url, "api_key": api_key}
+
+
+def taking_global_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``command`` (one with ``url`` and ``api_key`` options) as ``hpt`` registers it: its
+    ``url`` and ``api_key`` come from its own flags, else from ``hpt --url/--api-key``, else
+    from ``HPT_URL``/``HPT_API_KEY``, else the defaults. Other commands are returned as they
+    are."""
+    signature = inspect.signature(command, eval_str=True)
+    if not {"url", "api_key"} <= signature.parameters.keys():
+        return command
+
+    @functools.wraps(command)
+    def with_global_options(ctx: typer.Context, **options: object) -> None:
+        given = ctx.meta.get(GLOBAL_OPTIONS_META) or {}
+        for name in ("url", "api_key"):
+            source = ctx.get_parameter_source(name)
+            own_flag = source is not None and source.name == "COMMANDLINE"
+            if given.get(name) is not None and not own_flag:
+                options[name] = given[name]
+        command(**options)
+
+    context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+    parameters = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in signature.parameters.values()
+    ]
+    with_global_options.__signature__ = signature.replace(parameters=[context, *parameters])
+    with_global_options.__annotations__ = {
+        "ctx": typer.Context,
+        **{p.name: p.annotation for p in signature.parameters.values()},
+    }
+    return with_global_options
 
 
 @contextmanager

@@ -1,12 +1,13 @@
 """The Python client of the REST API, and its optimize loop for a model you train yourself.
 
-Importing it pulls in no server code (no FastAPI, SQLAlchemy or Optuna storage): it needs only
-``httpx``, and ``torch`` with ``optim_core`` when a trial builds its optimizer.
+Importing it pulls in no server code (no FastAPI, SQLAlchemy, Optuna, Starlette or uvicorn): it
+needs only ``httpx``; ``tqdm`` when ``optimize`` shows a progress bar, and ``torch`` with
+``optim_core`` when a trial builds its optimizer.
 """
 
 from service.client.errors import HPTConnectionError, HPTError, format_detail
 from service.client.http import DEFAULT_URL, HPTClient
-from service.client.optimize import FINAL_STATUSES, RemoteTrial, TrialPruned
+from service.client.optimize import FINAL_STATUSES, RemoteTrial, TrialDiverged, TrialPruned
 
 __all__ = [
     "DEFAULT_URL",
@@ -15,6 +16,7 @@ __all__ = [
     "HPTConnectionError",
     "HPTError",
     "RemoteTrial",
+    "TrialDiverged",
     "TrialPruned",
     "format_detail",
 ]

@@ -29,6 +29,17 @@ class HPTConnectionError(HPTError):
     """Nothing answered at the API's URL (connection refused, DNS failure, timeout)."""
 
 
+# Answers that say "not now" rather than "no": a proxy without its upstream, the database
+# unreachable (the API answers 503), a rate limit.
+TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
+
+
+def is_transient(exc: HPTError) -> bool:
+    """Whether the same request may well succeed a little later: nothing answered, or the
+    server answered 429, 502, 503 or 504."""
+    return exc.status_code is None or exc.status_code in TRANSIENT_STATUSES
+
+
 def format_detail(detail: Any) -> str:
     """A person-readable message from an error ``detail``.
 

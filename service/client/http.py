@@ -13,6 +13,7 @@ For a study of task ``external``, :meth:`HPTClient.optimize` runs the whole ask 
 loop around your own training function, the way ``optuna.Study.optimize`` does::
 
     def objective(trial: RemoteTrial) -> float:
+        torch.manual_seed(trial.seed)  # the service's seed (a confirmation re-trains on new ones)
         optimizer = trial.build_optimizer(model.parameters())
         ...
         trial.report(epoch, val_loss)  # raises TrialPruned when the service says so
@@ -292,34 +293,59 @@ class HPTClient:
         catch: tuple[type[Exception], ...] = (Exception,),
         lease_seconds: float = DEFAULT_OPTIMIZE_LEASE,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        show_progress_bar: bool = False,
     ) -> int:
         """Run ``objective`` on trials of an external study until it is complete: ask, train
         (your code), report, tell.
 
         Each trial asked is handed to ``objective`` as a :class:`RemoteTrial`; what it returns is
-        told as the trial's value. :meth:`RemoteTrial.report` raises :class:`TrialPruned` when the
-        service prunes the trial (told as pruned). An exception of ``catch`` fails the trial
-        and the loop goes on; any other exception, and Ctrl-C, fails the running trial(s) and is
-        raised. While the objective trains, a background thread renews the trial's lease every
+        told as the trial's value. Train with ``trial.params`` and seed your training with
+        ``trial.seed``. :meth:`RemoteTrial.report` raises :class:`TrialPruned` when the service
+        prunes a search trial (told pruned); confirmation trials (``trial.phase == "confirm"``,
+        a config re-trained on a fresh seed) are never pruned, and one that diverges is told
+        failed, so that the service trains that seed again. An exception of ``catch`` fails
+        the trial and the loop goes on; any other exception fails the trial and is raised.
+
+        While the objective trains, a background thread renews the trial's lease every
         ``lease_seconds / 3``, so a training longer than the lease is fine; a client that dies
-        leaves its trial to fail after ``lease_seconds``, and its params go to the next ask.
+        leaves its trial to fail after ``lease_seconds``, and its params go to the next ask. A
+        request the service cannot answer right now (unreachable, 429, 502, 503, 504) is sent
+        again with backoff, for up to 5 minutes: the service's hiccups never fail a trial.
+
+        Ctrl-C stops the run calmly and **exits the program with status 130** (``SystemExit``):
+        the trial being trained is told failed (the study runs its config again), an ask or a
+        tell under way finishes first, and one line on stderr says what the study kept, e.g.
+        ``Interrupted: 7 trials told this run (5 complete, 2 pruned); trial adam/3 was told
+        failed, and the study runs its config again. The study keeps everything told.`` A
+        second Ctrl-C quits at once (a trial whose tell it cut short fails when its lease runs
+        out). With ``n_jobs > 1`` the threads' trials are told failed the same way, without
+        waiting for their objectives.
+
+        When the service runs on this machine and torch (already imported by your code) trains
+        with one thread per core, a warning says to call ``torch.set_num_threads(N)``: the
+        service's workers train on the same cores.
 
         Args:
             study: An external study (``create_study(task="external", ...)``).
             objective: ``objective(trial) -> float``, the study's metric of the trained model.
             n_trials: Trials this call runs at most (over all its threads, exactly); ``None``:
-                until the study has all its trials.
+                until the study has all its trials, the confirmation's included.
             n_jobs: Threads running trials side by side, sharing the study.
             catch: Exceptions of the objective that fail its trial without stopping the loop.
             lease_seconds: The lease of each trial.
             poll_interval: Seconds between asks while every remaining trial is held by running
-                trials (of this or other clients).
+                trials (of this or other clients), and the first wait before sending again a
+                request the service could not answer (doubling up to 10 s).
+            show_progress_bar: Show a tqdm bar of the trials told, of ``n_trials`` (or of the
+                study's remaining trials), with the best value so far.
 
         Returns:
             The number of trials this call ran (complete, pruned or failed).
 
         Raises:
-            HPTError: the study is not an external one, or the server refused a request.
+            HPTError: the study is unknown or not an external one, the server refused a
+                request, or it could not be reached (at the start, or for 5 minutes).
+            SystemExit: status 130, after Ctrl-C.
         """
         if n_jobs < 1:
             raise ValueError(f"n_jobs must be at least 1, got {n_jobs}")
@@ -333,12 +359,9 @@ class HPTClient:
             catch=catch,
             lease_seconds=lease_seconds,
             poll_interval=poll_interval,
+            n_jobs=n_jobs,
         )
-        if n_jobs == 1:
-            run.work()  # in this thread: Ctrl-C lands in the objective
-        else:
-            run.work_in_threads(n_jobs)
-        return run.ran
+        return run.run(show_progress_bar=show_progress_bar)
 
     # -- plumbing -------------------------------------------------------------------------------
 

@@ -273,6 +273,27 @@ def test_an_unreachable_api_is_one_red_line(runner: CliRunner) -> None:
     assert out == ""
 
 
+def test_the_url_goes_before_the_command_too(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing listens at these: the error line says which URL each command used.
+    a, b, env = (f"http://127.0.0.1:{free_port()}" for _ in range(3))
+
+    def used(*args: str) -> str:
+        code, out, err = invoke(runner, *args)
+        assert code == 1 and out == "", (args, out, err)
+        return err.split("cannot reach the API at ")[1].split(";")[0]
+
+    assert used("--url", a, "study", "list") == a
+    assert used("--url", a, "study", "show", "x", "--json") == a
+    assert used("--url", a, "tasks") == a
+    assert used("--url", a, "study", "list", "--url", b) == b  # the command's own flag wins
+    monkeypatch.setenv("HPT_URL", env)
+    assert used("study", "list") == env
+    assert used("--url", a, "best", "--task", "rosenbrock") == a  # a flag wins over HPT_URL
+    assert used("--url", a, "study", "list", "--url", b) == b
+
+
 def test_create_says_what_is_missing_before_calling_the_api(runner: CliRunner) -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens: a request would fail differently
     code, _, err = invoke(runner, "study", "create", "--name", "x", "--url", url)
@@ -466,6 +487,12 @@ def test_mutations_need_the_servers_api_key(
     code, _, err = invoke(runner, *create, "--url", url)
     assert code == 1 and "API key" in err
     assert invoke(runner, *create, "--url", url, "--api-key", "k3y")[0] == 0
+    # The same, with the URL and the key before the command (as for every API command).
+    other = ("study", "create", "--name", "k2", *create[4:])
+    assert invoke(runner, "--url", url, *other)[0] == 1
+    assert invoke(runner, "--url", url, "--api-key", "k3y", *other)[0] == 0
+    code, out, _ = invoke(runner, "--url", url, "study", "list", "--json")
+    assert code == 0 and {row["name"] for row in json.loads(out)["items"]} == {"k", "k2"}
 
 
 # --------------------------------------------------------------------------- hpt serve
