@@ -291,6 +291,7 @@ class Filler:
             request=StudyRequest(
                 name=name,
                 task="external",
+                confirm={"top_k": 0},
                 optimizers=optimizers,
                 n_trials=PER_OPTIMIZER,
                 sampler="random",

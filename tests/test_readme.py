@@ -862,6 +862,7 @@ def test_import_example(api_only: Server) -> None:
     optimizers = sorted({trial["optimizer"] for trial in body["trials"]})
     request = {
         "name": "my-model-imported", "task": "external", "metric": "val_loss",
+        "confirm": {"top_k": 0},
         "direction": "minimize", "optimizers": optimizers, "n_trials": 2,
     }  # fmt: skip
     with api_only.client() as client:

@@ -52,9 +52,9 @@ INTERRUPTED_EXIT_STATUS = 130
 # How a trial this loop ran ended: told complete, pruned or failed, or ended by the service
 # meanwhile (its lease ran out, or its study was deleted).
 OUTCOMES = ("complete", "pruned", "failed", "expired")
-# The phases of a trial, as the ask answers them.
-SEARCH_PHASE = "search"
-CONFIRM_PHASE = "confirm"
+# The phases of a trial, as the ask answers them (service.vocabulary.TrialPhase).
+SEARCH_PHASE = str(vocabulary.TrialPhase.SEARCH)
+CONFIRM_PHASE = str(vocabulary.TrialPhase.CONFIRM)
 
 
 class TrialPruned(Exception):

@@ -46,6 +46,7 @@ def create_external(client: TestClient, **changes: Any) -> dict[str, Any]:
     body = {
         "name": "ext",
         "task": "external",
+        "confirm": {"top_k": 0},
         "metric": "loss",
         "direction": "minimize",
         "optimizers": ["adam"],

@@ -20,6 +20,7 @@ from service.config import Settings
 from service.store import optuna_bridge
 from service.store.database import Database
 from service.store.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
+from service.studies.defaults import DEFAULT_CONFIRM
 from service.studies.progress import estimate_eta
 from service.trials.lifecycle import Claim, Ending, _claim_in, finish_slot, release_slot, start_slot
 from service.trials.recovery import ending_of
@@ -292,7 +293,11 @@ def test_create_answers_201_with_the_study_and_its_location(client: TestClient) 
     assert adam["search_space"]["batch_size"] == 64
     assert adam["search_space"]["beta1"]["one_minus"] is True
     assert {adam[key] for key in ("finished", "complete", "pruned", "running", "failed")} == {0}
-    assert study["progress"] == {"finished": 0, "total": 8, "fraction": 0.0}
+    # The confirmation's trials are counted ahead (top_k x seeds per optimizer), so the total
+    # never grows under a progress bar when it starts.
+    ahead = DEFAULT_CONFIRM.top_k * DEFAULT_CONFIRM.seeds
+    assert study["progress"] == {"finished": 0, "total": 2 * (4 + ahead), "fraction": 0.0}
+    assert [row["total"] for row in study["optimizers"]] == [4 + ahead, 4 + ahead]
     assert study["best"] is None
     assert study["eta"]["seconds"] is None
     assert study["eta"]["reason"] == "no trial has finished yet"
@@ -603,13 +608,17 @@ def test_status_counts_trials_per_optimizer_and_shows_the_best_so_far(client: Te
     assert adam["best"]["value"] == 0.95
     assert sgd["best"]["params"] == SGD_VALUES
     assert study["best"]["optimizer"] == "adam"
-    assert study["progress"] == {"finished": 3, "total": 8, "fraction": 0.375}
+    total = 2 * (4 + DEFAULT_CONFIRM.top_k * DEFAULT_CONFIRM.seeds)
+    assert study["progress"] == {"finished": 3, "total": total, "fraction": 3 / total}
+    # One search run each: adam leads, but the confirmation still to come names no winner.
+    assert (study["winner"], study["leaders"], study["basis"]) == (None, ["adam"], "search")
 
 
 def test_best_ranks_optimizers_and_gives_the_python_that_builds_the_winner(
     client: TestClient,
 ) -> None:
-    client.post("/api/v1/studies", json=study_body())
+    # Without a confirmation, the one strictly best search run is the answer.
+    client.post("/api/v1/studies", json=study_body(confirm={"top_k": 0}))
     record_trial(client, "digits-compare/sgd", 0.90, SGD_VALUES)
     record_trial(client, "digits-compare/adam", 0.80, ADAM_VALUES)
     record_trial(client, "digits-compare/adam", 0.95, ADAM_VALUES)
@@ -629,6 +638,22 @@ def test_best_ranks_optimizers_and_gives_the_python_that_builds_the_winner(
     assert winner["test_value"] == pytest.approx(0.94)
     assert winner["test_metrics"] == {"test_accuracy": pytest.approx(0.94)}
     assert winner["python"] == ("optim_core.Adam(model.parameters(), lr=0.001, betas=(0.9, 0.999))")
+    assert (best["leaders"], best["basis"]) == (["adam"], "search")
+    assert best["answer"].startswith("Best single search run: adam"), best["answer"]
+
+
+def test_equal_search_values_are_a_tie_never_broken_by_order(client: TestClient) -> None:
+    client.post("/api/v1/studies", json=study_body(confirm={"top_k": 0}))
+    record_trial(client, "digits-compare/sgd", 0.95, SGD_VALUES)
+    record_trial(client, "digits-compare/adam", 0.95, ADAM_VALUES)
+    best = client.get("/api/v1/studies/digits-compare/best").json()
+    study = client.get("/api/v1/studies/digits-compare").json()
+    for answer in (best, study):
+        assert answer["winner"] is None, answer
+        assert sorted(answer["leaders"]) == ["adam", "sgd"], answer
+        assert answer["answer"].startswith("Tied on single search runs"), answer["answer"]
+    catalogue = client.get("/api/v1/best", params={"task": "digits_mlp"}).json()
+    assert catalogue["winner"] is None and sorted(catalogue["leaders"]) == ["adam", "sgd"]
 
 
 def test_best_of_a_task_compares_every_study_with_that_metric(client: TestClient) -> None:

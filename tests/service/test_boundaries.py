@@ -19,6 +19,7 @@ from tests.service.support import Server, create_study, get_study, inspector, ti
 EXTERNAL = {
     "name": "ext",
     "task": "external",
+    "confirm": {"top_k": 0},
     "optimizers": ["adam"],
     "n_trials": 3,
     "metric": "loss",

@@ -309,12 +309,18 @@ def api(start_server: Callable[..., Server], sqlite_url: str) -> str:
     return start_server(sqlite_url).base_url
 
 
-EXTERNAL = ("--task", "external", "--metric", "loss", "--direction", "minimize")
+EXTERNAL = (
+    "--task", "external", "--metric", "loss", "--direction", "minimize", "--confirm-top-k", "0",
+)  # fmt: skip
 
 
 def test_study_commands_against_a_real_api(runner: CliRunner, api: str, tmp_path: Path) -> None:
     request = tmp_path / "request.json"
-    request.write_text(json.dumps({"name": "from-file", "task": "external", "n_trials": 9}))
+    request.write_text(
+        json.dumps(
+            {"name": "from-file", "task": "external", "n_trials": 9, "confirm": {"top_k": 0}}
+        )
+    )
     code, out, err = invoke(
         runner,
         "study", "create", "--file", str(request), "--optimizers", "sgd,adam", "--n-trials", "2",
@@ -383,7 +389,7 @@ def test_tables_never_cut_names_or_params(runner: CliRunner, api: str, columns: 
         for name in LONG_NAMES:
             client.create_study(
                 name=name, task="external", metric="loss", direction="minimize",
-                optimizers=["adamw"], n_trials=2, seed=0,
+                optimizers=["adamw"], n_trials=2, seed=0, confirm={"top_k": 0},
             )  # fmt: skip
         asked = client.ask(LONG_NAMES[0])
         client.tell(LONG_NAMES[0], "adamw", asked["number"], value=0.125, lease=asked["lease"])
@@ -420,19 +426,26 @@ def test_best_for_a_task_over_all_studies(runner: CliRunner, api: str) -> None:
         for name, value in (("first-study", 0.5), ("second-study", 0.25)):
             client.create_study(
                 name=name, task="external", metric="loss", direction="minimize",
-                optimizers=["sgd", "adam"], n_trials=1, seed=0,
+                optimizers=["sgd", "adam"], n_trials=1, seed=0, model="demo",
+                confirm={"top_k": 0},
             )  # fmt: skip
             asked = client.ask(name)
             optimizer, number = asked["optimizer"], asked["number"]
             client.tell(name, optimizer, number, value=value, lease=asked["lease"])
-    code, _, err = invoke(runner, "best", "--task", "external", "--url", api)
+    code, _, err = invoke(runner, "best", "--task", "external", "--model", "demo", "--url", api)
     assert code == 1 and "metric" in err, err  # external studies name their own metric
-    code, out, _ = invoke(runner, "best", "--task", "external", "--metric", "loss", "--url", api)
-    assert code == 0, out
-    assert "over 2 studies" in out and "Winner:" in out and "from study second-study" in out, out
+    code, _, err = invoke(runner, "best", "--task", "external", "--metric", "loss", "--url", api)
+    assert code == 1 and "model" in err, err  # and their model: configs are shared only within it
     code, out, _ = invoke(
-        runner, "best", "--task", "external", "--metric", "loss", "--optimizer", "adam",
-        "--json", "--url", api,
+        runner, "best", "--task", "external", "--model", "demo", "--metric", "loss", "--url", api
+    )
+    assert code == 0, out
+    # Across studies there is no verdict: the best known config, not a "winner".
+    assert "over 2 studies" in out and "Best known:" in out and "from study second-study" in out
+    assert "Winner" not in out, out
+    code, out, _ = invoke(
+        runner, "best", "--task", "external", "--model", "demo", "--metric", "loss",
+        "--optimizer", "adam", "--json", "--url", api,
     )  # fmt: skip
     answer = json.loads(out)
     assert {row["optimizer"] for row in answer["optimizers"]} <= {"adam"}, answer

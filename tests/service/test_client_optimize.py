@@ -778,7 +778,8 @@ def test_optimize_against_a_real_server_twice_in_a_row(
 ) -> None:
     server = start_server(sqlite_url)
     body = {
-        "name": "remote", "task": "external", "optimizers": ["sgd", "adam"], "n_trials": 3,
+        "name": "remote", "task": "external", "confirm": {"top_k": 0},
+        "optimizers": ["sgd", "adam"], "n_trials": 3,
         "metric": "val_loss", "direction": "minimize", "seed": 0, "pruner": "none",
     }  # fmt: skip
     for run in range(2):
@@ -800,7 +801,8 @@ def test_renew_extends_a_held_lease_only(
 ) -> None:
     server = start_server(sqlite_url)
     body = {
-        "name": "renewed", "task": "external", "optimizers": ["sgd"], "n_trials": 2,
+        "name": "renewed", "task": "external", "confirm": {"top_k": 0},
+        "optimizers": ["sgd"], "n_trials": 2,
         "metric": "loss", "direction": "minimize",
     }  # fmt: skip
     with HPTClient(server.base_url) as client:
@@ -851,7 +853,8 @@ def test_a_killed_clients_trial_fails_after_its_lease_and_is_offered_again(
 ) -> None:
     server = start_server(sqlite_url)
     body = {
-        "name": "killed", "task": "external", "optimizers": ["adam"], "n_trials": 1,
+        "name": "killed", "task": "external", "confirm": {"top_k": 0},
+        "optimizers": ["adam"], "n_trials": 1,
         "metric": "loss", "direction": "minimize", "seed": 0,
     }  # fmt: skip
     lease = 3.0
@@ -929,7 +932,8 @@ def interrupt_a_client(
     ``n_jobs`` more: one line, status 130, and the study holds exactly what was told."""
     server = start_server(database_url)
     body = {
-        "name": "ctrl-c", "task": "external", "optimizers": ["adam"], "n_trials": 2 + n_jobs,
+        "name": "ctrl-c", "task": "external", "confirm": {"top_k": 0},
+        "optimizers": ["adam"], "n_trials": 2 + n_jobs,
         "metric": "loss", "direction": "minimize", "seed": 0, "pruner": "none",
     }  # fmt: skip
     with HPTClient(server.base_url) as client:

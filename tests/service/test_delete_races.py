@@ -318,7 +318,8 @@ def test_best_for_task_deleted_mid_read(
     create_external(client, n_trials=3)
     told(client)
     before(best_configs, "_best_of_optimizer", monkeypatch, race)
-    response = client.get("/api/v1/best", params={"task": "external", "metric": "loss"})
+    query = {"task": "external", "model": "ext", "metric": "loss"}
+    response = client.get("/api/v1/best", params=query)
     check(response, {200, 404})
 
 

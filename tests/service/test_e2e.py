@@ -101,6 +101,7 @@ def test_ask_tell_with_api_key_and_an_expired_lease(
     body = {
         "name": "external",
         "task": "external",
+        "confirm": {"top_k": 0},
         "optimizers": ["adam"],
         "n_trials": 2,
         "metric": "loss",

@@ -410,6 +410,7 @@ def test_deleting_a_study_while_it_trains_touches_no_other_study(
     external = {
         "name": "bystander",
         "task": "external",
+        "confirm": {"top_k": 0},
         "optimizers": ["sgd", "adam"],
         "n_trials": 4,
         "metric": "loss",

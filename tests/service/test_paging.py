@@ -43,6 +43,8 @@ def storage(db: Database) -> Iterator[optuna.storages.RDBStorage]:
             request=StudyRequest(
                 name=name,
                 task="external",
+                model="shared",
+                confirm={"top_k": 0},
                 optimizers=OPTIMIZERS_OF_STUDY,
                 n_trials=50,
                 sampler="random",
@@ -175,7 +177,7 @@ def test_the_catalogue_pages_its_studies_while_trials_are_added(db: Database, st
 
     def page(limit: int, offset: int) -> tuple[list[Any], int]:
         found = best_configs.best_for_task(
-            db, task="external", metric="loss", limit=limit, offset=offset
+            db, task="external", model="shared", metric="loss", limit=limit, offset=offset
         )
         return list(found.studies), len(found.studies)
 

@@ -132,6 +132,8 @@ def history(db: Database) -> Iterator[optuna.storages.RDBStorage]:
             request=StudyRequest(
                 name=name,
                 task="external",
+                model="history",
+                confirm={"top_k": 0},
                 optimizers=HISTORY_OPTIMIZERS,
                 n_trials=20,
                 sampler="random",
@@ -185,7 +187,9 @@ def _trials_unfiltered(db: Database, storage: Any) -> None:
 
 
 def _catalogue_best(db: Database, storage: Any) -> None:
-    found = best_configs.best_for_task(db, task="external", metric="loss", limit=1)
+    found = best_configs.best_for_task(
+        db, task="external", model="history", metric="loss", limit=1
+    )
     assert {b.optimizer for b in found.optimizers} == {"sgd", "adam"}
     assert found.studies == ["newer"]
 
