@@ -124,7 +124,7 @@ class Answer:
         basis: ``"verdict"`` (the confirmation's seeds decide), ``"search"`` (single search
             runs: no confirmation, or it has not started) or ``"none"`` (nothing finished).
         winner: Named only when the verdict names one; without a confirmation, a study that
-            completed with one strictly best search value; never while a confirmation is due.
+            completed with one strictly best search value; never while the study runs.
         leaders: The tied leaders (every optimizer at the best search value, when single runs).
         sentence: The answer in words.
     """
@@ -154,7 +154,8 @@ def search_answer(study: StudyRow, ranked: Sequence[BestTrialOut]) -> Answer:
     top = ranked[0].value
     leaders = [b.optimizer for b in ranked if b.value == top]
     figure = f"{study.metric} {top:.4g}"
-    confirming = study.confirm_top_k > 0 and study.status != StudyStatus.COMPLETED
+    # Still running (more trials, or a confirmation, to come): leading, not winning.
+    confirming = study.status != StudyStatus.COMPLETED
     if len(leaders) > 1:
         sentence = (
             f"Tied on single search runs: {', '.join(leaders)} at {figure}; single runs are "
@@ -162,10 +163,8 @@ def search_answer(study: StudyRow, ranked: Sequence[BestTrialOut]) -> Answer:
         )
         return Answer("search", None, leaders, sentence)
     if confirming:
-        sentence = (
-            f"Leading the search so far: {leaders[0]}, {figure} (a single run); the "
-            "confirmation on fresh seeds decides."
-        )
+        then = "the confirmation on fresh seeds decides" if study.confirm_top_k else "more to come"
+        sentence = f"Leading the search so far: {leaders[0]}, {figure} (a single run); {then}."
         return Answer("search", None, leaders, sentence)
     sentence = (
         f"Best single search run: {leaders[0]}, {figure}; without a confirmation, not compared "
