@@ -331,7 +331,10 @@ class BestTrialOut(BaseModel):
         None, description="What its search trial reached (one run, one seed)."
     )
     params: dict[str, Any] = Field(description="Hyperparameters, as the optimizer takes them.")
-    test_value: float | None = Field(description="The matching test metric, measured once.")
+    test_value: float | None = Field(
+        description="The matching test metric (measured once per run): its mean over the seeds "
+        "once confirmed."
+    )
     test_metrics: dict[str, Any]
     python: str | None = Field(description="The line of Python that builds this optimizer.")
     completed_at: datetime | None

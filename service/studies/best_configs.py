@@ -57,7 +57,11 @@ def _best_out(
         ),
         search_value=slot.value,
         params=params,
-        test_value=slot.test_value,
+        test_value=(
+            confirmed.test_value.mean
+            if confirmed is not None and confirmed.test_value.mean is not None
+            else slot.test_value
+        ),
         test_metrics=dict(slot.test_metrics or {}),
         python=spec.python_line(params) if spec is not None and params else None,
         completed_at=as_utc(slot.ended_at),
