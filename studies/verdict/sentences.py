@@ -11,6 +11,7 @@ from studies.verdict.statistics import Summary
 
 if TYPE_CHECKING:
     from studies.verdict.decision import Verdict
+    from studies.verdict.race import Race
 
 TEST_SHORT = "Welch's t-test, Holm-corrected"
 
@@ -87,3 +88,45 @@ def _p(value: float | None) -> str:
 def _join(names: Sequence[str]) -> str:
     names = list(names)
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def race_sentence(race: Race, metric: str = "value") -> str:
+    """The race in words: where it stands, which pairs are better, tied within the margin (the
+    margin stated) or not separable within the cap, and which optimizer stopped when and why."""
+    margin = f"±{_number(race.design.equivalence)} {metric}"
+    cap = race.design.cap
+    better = [f"{p.a} over {p.b}" for p in race.pairs if p.outcome == "better"]
+    tied = [f"{p.a}-{p.b}" for p in race.pairs if p.outcome == "tied"]
+    out = {name for name, o in race.optimizers.items() if o.status in ("worse", "no_seeds")}
+    # Pairs left open only because one side dropped out say nothing about the leaders.
+    unsure = [
+        f"{p.a}-{p.b}"
+        for p in race.pairs
+        if p.outcome in ("open", "not_separable") and p.a not in out and p.b not in out
+    ]
+    if race.settled:
+        if race.winner is not None:
+            head = f"Race settled: {race.winner} wins, better than every other beyond noise."
+        elif race.leaders:
+            head = f"Race settled: {_join(race.leaders)} lead, none beaten beyond noise."
+        else:
+            head = "Race settled without a finished seed."
+    else:
+        racing = [name for name, o in race.optimizers.items() if o.status == "racing"]
+        step = race.design.looks[race.looks_done]
+        head = f"Race on: {_join(racing)} get seeds up to {step}."
+    parts = [head]
+    if better:
+        parts.append(f"Better beyond noise: {_join(better)}.")
+    if tied:
+        parts.append(f"Tied within the margin of {margin}: {_join(tied)}.")
+    if unsure:
+        label = "Not separable within the cap of" if race.settled else "Still open at"
+        seeds = cap if race.settled else race.design.looks[max(0, race.looks_done - 1)]
+        parts.append(f"{label} {seeds} seeds: {_join(unsure)}.")
+    for name, o in race.optimizers.items():
+        early = o.stopped_at_seeds is not None and o.stopped_at_seeds < cap
+        if o.status in ("worse", "no_seeds") or (o.status == "leader" and early):
+            parts.append(f"{name}: {o.reason}.")
+    parts.append(f"({race.method}.)")
+    return " ".join(parts)
