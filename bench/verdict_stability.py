@@ -24,7 +24,8 @@ validation loss, epochs). ``--from-json FILE... --rejudge`` computes each verdic
 with this code's ``studies.verdict`` (what the service runs), and ``--judge-seeds N`` /
 ``--judge-top-k K`` on the first N seeds of the K best configs only: another rule or a smaller
 confirmation judged on the same trained seeds. ``--simulate`` prints the test's error rates and
-power on simulated seeds.
+power on simulated seeds, then the confirmation race's (``simulate_race``: false "worse" and
+"tied" claims, power and seeds spent per optimizer, next to today's fixed 10-seed test).
 
 Measured (2-core machine shared with other work; studies are deterministic given the seed):
 
@@ -680,6 +681,157 @@ def simulate(k: int = 8, seeds: Sequence[int] = (5, 7, 10), repeats: int = 1000)
     return "\n".join(lines)
 
 
+# The race against today's fixed confirmation, on digits_mlp's scale: a seed sd near 0.003, seven
+# minibatch optimizers within 0.002 of each other, gd about 0.011 below; the default margin 0.005.
+RACE_SD = 0.003
+RACE_MARGIN = 0.005
+FIXED_SEEDS = 10  # today: all-pairs Welch + Holm on 10 seeds of each of 2 configs
+
+
+@dataclass(frozen=True)
+class RaceScenario:
+    """Simulated optimizers' true means, in seed standard deviations from the best."""
+
+    label: str
+    offsets: tuple[float, ...]  # per optimizer, <= 0; 0 for the equal ones
+    low: int | None = None  # index of the one truly worse optimizer, if any
+
+
+def race_scenarios(k: int = 8) -> list[RaceScenario]:
+    spread = [-(0.002 / RACE_SD) * i / (k - 2) for i in range(k - 1)]  # 0 to 0.002 below
+    return [
+        RaceScenario(f"{k} equal", (0.0,) * k),
+        RaceScenario("one 2 sd lower", (0.0,) * (k - 1) + (-2.0,), k - 1),
+        RaceScenario("one 2.5 sd lower", (0.0,) * (k - 1) + (-2.5,), k - 1),
+        RaceScenario(
+            f"one at the margin ({RACE_MARGIN / RACE_SD:.2g} sd) lower",
+            (0.0,) * (k - 1) + (-RACE_MARGIN / RACE_SD,),
+            k - 1,
+        ),
+        RaceScenario(
+            "digits_mlp-like: 7 within 0.002, gd 0.011 lower",
+            (*spread, -0.011 / RACE_SD),
+            k - 1,
+        ),
+    ]
+
+
+def simulate_race(
+    designs: Sequence[tuple[int, ...]] = ((3, 5, 7, 10), (3, 5, 7)),
+    k: int = 8,
+    repeats: int = 1000,
+) -> str:
+    """The race (``studies.verdict.judge_race``, margin ``RACE_MARGIN``) against today's fixed
+    confirmation (``decide`` on 10 seeds of each optimizer's representative config, 2 configs
+    x 10 seeds trained), on normal seeds with sd ``RACE_SD``. Per scenario and rule: how often
+    an equal optimizer is called worse (a false "worse"; at most 5%), how often the lower one is
+    found worse (power), how often some pair is falsely called tied (differing by the margin or
+    more), how the pairs among the equal ones end, and the seeds trained per optimizer (the
+    race's representative config only; a second config adds the first look's seeds)."""
+    import numpy as np
+
+    from studies.verdict import RaceDesign, decide, judge_race
+
+    rng = np.random.default_rng(0)
+    names = [f"o{i}" for i in range(k)]
+    header = (
+        f"{'scenario':<50} {'rule':<18} {'false worse':>11} {'low found':>9} "
+        f"{'false tie':>9} {'equal pairs tied/not sep.':>25} {'seeds/opt':>9} {'w/ 2nd cfg':>10}"
+    )
+    lines = [
+        f"{k} optimizers, seeds normal with sd {RACE_SD}, margin {RACE_MARGIN} "
+        f"({RACE_MARGIN / RACE_SD:.2f} sd), {repeats} simulated studies per scenario; "
+        "seeds/opt: trained seeds per optimizer of the config it is judged on; w/ 2nd cfg: all "
+        "its trainings when a second config is confirmed too (today 2 x 10 = 20; in the race the "
+        "second runs the first look's seeds only)",
+        header,
+        "-" * len(header),
+    ]
+    for scenario in race_scenarios(k):
+        means = 0.977 + RACE_SD * np.array(scenario.offsets)
+        equal = [i for i in range(k) if i != scenario.low]
+        far = {
+            (i, j)
+            for i in range(k)
+            for j in range(i + 1, k)
+            if abs(means[i] - means[j]) >= RACE_MARGIN - 1e-12
+        }
+        draws = [rng.normal(means[:, None], RACE_SD, size=(k, 10)) for _ in range(repeats)]
+        rows: list[tuple[str, dict[str, float]]] = []
+        stats_fixed: Counter[str] = Counter()
+        for values in draws:
+            verdict = decide(
+                {n: list(row) for n, row in zip(names, values, strict=True)}, "maximize"
+            )
+            stats_fixed["false worse"] += any(
+                verdict.standing(names[i]).status == "worse" for i in equal
+            )
+            if scenario.low is not None:
+                stats_fixed["low"] += verdict.standing(names[scenario.low]).status == "worse"
+        rows.append(
+            (
+                f"fixed {FIXED_SEEDS} seeds",
+                {
+                    "false worse": stats_fixed["false worse"] / repeats,
+                    "low": stats_fixed["low"] / repeats,
+                    "false tie": math.nan,
+                    "tied": math.nan,
+                    "open": math.nan,
+                    "seeds": float(FIXED_SEEDS),
+                    "trainings": 2.0 * FIXED_SEEDS,
+                },
+            )
+        )
+        for looks in designs:
+            design = RaceDesign(equivalence=RACE_MARGIN, looks=looks)
+            counts: Counter[str] = Counter()
+            seeds_spent = 0
+            equal_pairs = len(equal) * (len(equal) - 1) // 2
+            for values in draws:
+                race = judge_race(
+                    {n: list(row) for n, row in zip(names, values, strict=True)}, "maximize", design
+                )
+                status = {n: o.status for n, o in race.optimizers.items()}
+                counts["false worse"] += any(status[names[i]] == "worse" for i in equal)
+                if scenario.low is not None:
+                    counts["low"] += status[names[scenario.low]] == "worse"
+                outcome = {(names.index(p.a), names.index(p.b)): p.outcome for p in race.pairs}
+                counts["false tie"] += any(
+                    outcome.get((i, j), outcome.get((j, i))) == "tied" for i, j in far
+                )
+                for i in equal:
+                    for j in equal:
+                        if i < j:
+                            result = outcome.get((i, j), outcome.get((j, i)))
+                            counts["tied"] += result == "tied"
+                            counts["open"] += result == "not_separable"
+                seeds_spent += sum(o.stopped_at_seeds or 0 for o in race.optimizers.values())
+            per = seeds_spent / repeats / k
+            rows.append(
+                (
+                    f"race {','.join(map(str, looks))}",
+                    {
+                        "false worse": counts["false worse"] / repeats,
+                        "low": counts["low"] / repeats,
+                        "false tie": counts["false tie"] / repeats,
+                        "tied": counts["tied"] / repeats / max(1, equal_pairs),
+                        "open": counts["open"] / repeats / max(1, equal_pairs),
+                        "seeds": per,
+                        "trainings": per + looks[0],
+                    },
+                )
+            )
+        for rule, row in rows:
+            low = f"{row['low']:.1%}" if scenario.low is not None else "-"
+            tie = "-" if math.isnan(row["false tie"]) else f"{row['false tie']:.1%}"
+            pairs = "-" if math.isnan(row["tied"]) else f"{row['tied']:.0%} / {row['open']:.0%}"
+            lines.append(
+                f"{scenario.label:<50} {rule:<18} {row['false worse']:>11.1%} {low:>9} "
+                f"{tie:>9} {pairs:>25} {row['seeds']:>9.2f} {row['trainings']:>10.2f}"
+            )
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class Rejudge:
     """``--from-json`` options: which earlier runs, and whether to judge their seeds again."""
@@ -733,9 +885,14 @@ def parse_args(
         action="store_true",
         help="print the verdict's error rates and power on simulated seeds; run nothing",
     )
+    parser.add_argument(
+        "--repeats", type=int, default=1000, help="with --simulate: simulated studies per case"
+    )
     args = parser.parse_args(argv)
     if args.simulate:
         print(simulate())
+        print()
+        print(simulate_race(repeats=args.repeats))
         raise SystemExit(0)
     config = QUICK if args.quick else BenchConfig()
     overrides: dict[str, Any] = {

@@ -542,7 +542,9 @@ def _leader_reason(name: str, pairs: Iterable[PairResult], look: int, design: Ra
         parts.append(f"better than {_join(beats)}")
     if unsure:
         parts.append(f"not separable from {_join(unsure)} within the cap")
-    what = "; ".join(parts) or "nothing to compare it with"
+    if not mine:
+        return f"stopped after {look} seeds: no other optimizer to compare it with"
+    what = "; ".join(parts)
     if look == design.cap:
         return f"ran to the cap of {look} seeds: {what}"
     return f"stopped after {look} seeds, every pair that matters settled: {what}"

@@ -108,7 +108,8 @@ def race_sentence(race: Race, metric: str = "value") -> str:
         if race.winner is not None:
             head = f"Race settled: {race.winner} wins, better than every other beyond noise."
         elif race.leaders:
-            head = f"Race settled: {_join(race.leaders)} lead, none beaten beyond noise."
+            verb = "leads, not beaten" if len(race.leaders) == 1 else "lead, none beaten"
+            head = f"Race settled: {_join(race.leaders)} {verb} beyond noise."
         else:
             head = "Race settled without a finished seed."
     else:
