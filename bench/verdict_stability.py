@@ -381,6 +381,99 @@ def rejudge(
     return judged
 
 
+def race_report(results: Sequence[SeedResult], looks: Sequence[int] | None = None) -> str:
+    """The confirmation race replayed on the raw seeds of earlier runs (``--from-json FILE
+    --race``): per optimizer, ``configs_to_confirm`` on the search values of its confirmed
+    configs (the margin from ``default_equivalence``), the better mean of the two on the first
+    look's seeds as its representative, then ``judge_race`` on that config's seeds in the order
+    they were claimed. Counted: the race's answer per study, its agreement across studies, and
+    its confirmation epochs (seeds used, plus a second config's first-look seeds) against the
+    fixed confirmation's and the search's."""
+    from studies.tasks import available_tasks
+    from studies.verdict import (
+        DEFAULT_LOOKS,
+        RaceDesign,
+        SearchTrial,
+        configs_to_confirm,
+        default_equivalence,
+        judge_race,
+        representative_config,
+    )
+
+    task = available_tasks()[TASK]
+    metric = task.default_metric
+    direction = task.metrics[metric]
+    sign = 1.0 if direction == "maximize" else -1.0
+    looks = tuple(looks or DEFAULT_LOOKS)
+    lines = [
+        f"The race (looks {', '.join(map(str, looks))}) replayed on the raw seeds of each study:",
+        f"{'seed':>4}  {'race answer':<66}  {'seeds':>5}  {'2nd':>3}  {'race ep':>7}  "
+        f"{'fixed ep':>8}  {'search ep':>9}",
+    ]
+    answers, race_epochs, fixed_epochs, search_epochs, gd_leads = [], 0, 0, 0, []
+    for result in results:
+        ranked: dict[str, list[ConfirmedRun]] = {}
+        for run_ in sorted(
+            result.confirmed, key=lambda c: (-sign * (c.search_value or 0), c.config)
+        ):
+            ranked.setdefault(run_.optimizer, []).append(run_)
+        searched = [r.search_value for runs in ranked.values() for r in runs if r.search_value]
+        design = RaceDesign(
+            equivalence=default_equivalence(metric, searched, direction), looks=looks
+        )
+        values: dict[str, list[float | None]] = {}
+        epochs_per_seed: dict[str, float] = {}
+        extra_epochs = 0.0
+        seconds = 0
+        for name, runs in ranked.items():
+            trials = [SearchTrial(r.search_value or 0.0, r.params) for r in runs]
+            chosen = [
+                runs[i] for i in configs_to_confirm(trials, direction, design.equivalence).confirm
+            ]
+            first = {i: [s["val"] for s in r.seeds[: looks[0]]] for i, r in enumerate(chosen)}
+            key = representative_config(first, direction)
+            run_ = chosen[key if key is not None else 0]
+            values[name] = [s["val"] for s in run_.seeds]
+            all_seeds = [s.get("epochs") or 0 for r in runs for s in r.seeds]
+            epochs_per_seed[name] = statistics.mean(all_seeds) if all_seeds else 0.0
+            if len(chosen) > 1:
+                seconds += 1
+                extra_epochs += looks[0] * epochs_per_seed[name]
+        race = judge_race(values, direction, design)
+        used = sum(
+            (o.stopped_at_seeds or o.seeds) * epochs_per_seed[name]
+            for name, o in race.optimizers.items()
+        )
+        epochs = round(used + extra_epochs)
+        answer = answer_label("winner" if race.winner else "tied", race.winner, race.leaders)
+        answers.append(answer)
+        if CLEARLY_WORSE in race.leaders:
+            gd_leads.append(result.seed)
+        race_epochs += epochs
+        fixed_epochs += result.confirm_epochs
+        search_epochs += result.search_epochs
+        spent = sum(o.stopped_at_seeds or o.seeds for o in race.optimizers.values())
+        lines.append(
+            f"{result.seed:>4}  {answer:<66}  {spent:>5}  {seconds:>3}  {epochs:>7}  "
+            f"{result.confirm_epochs:>8}  {result.search_epochs:>9}"
+        )
+    count, common = agreement(answers)
+    n = len(results)
+    lines.append(f"race agreement: {count} of {n} studies give {common}")
+    lines.append(
+        f"{CLEARLY_WORSE} a leader of the race in {len(gd_leads)} of {n}"
+        + (f" (seeds {', '.join(map(str, gd_leads))})" if gd_leads else "")
+    )
+    today = fixed_epochs + search_epochs
+    lines.append(
+        f"epochs: race confirmation {race_epochs} against the fixed one's {fixed_epochs} "
+        f"({race_epochs / fixed_epochs if fixed_epochs else math.nan:.2f}); whole study "
+        f"{race_epochs + search_epochs} against {today} "
+        f"({(race_epochs + search_epochs) / today if today else math.nan:.2f})"
+    )
+    return "\n".join(lines)
+
+
 def _all_trials(trial_list: Any, db: Any, storage: Any, name: str) -> list[Any]:
     trials: list[Any] = []
     while True:
@@ -840,6 +933,7 @@ class Rejudge:
     again: bool = False
     seeds: int | None = None
     top_k: int | None = None
+    race: bool = False
 
 
 def parse_args(
@@ -881,6 +975,11 @@ def parse_args(
         "--judge-top-k", type=int, help="with --rejudge: only the K best search configs"
     )
     parser.add_argument(
+        "--race",
+        action="store_true",
+        help="with --from-json: also replay the confirmation race on the raw seeds",
+    )
+    parser.add_argument(
         "--simulate",
         action="store_true",
         help="print the verdict's error rates and power on simulated seeds; run nothing",
@@ -914,6 +1013,7 @@ def parse_args(
         again=args.rejudge or args.judge_seeds is not None or args.judge_top_k is not None,
         seeds=args.judge_seeds,
         top_k=args.judge_top_k,
+        race=args.race,
     )
     return BenchConfig(**{**asdict(config), **values}), args.json, rejudge
 
@@ -955,6 +1055,9 @@ def main(argv: Sequence[str] | None = None) -> list[SeedResult]:
                 confirm_seeds=min(config.confirm_seeds, earlier.seeds or config.confirm_seeds),
             )
         print(report(config, results))
+        if earlier.race:
+            print()
+            print(race_report(results))
         return results
     results = run(config)
     print(report(config, results))
