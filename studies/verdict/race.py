@@ -27,11 +27,14 @@ more, is at most ``alpha`` (0.05). How:
    of the race (28 for 8 optimizers): Bonferroni over pairs and over looks. Each pair has at
    most one true null hypothesis (a difference cannot be both 0 and at least the margin), so
    the union bound over the m pairs and K looks gives at most ``sum_k m * spent_k / m = alpha``
-   whatever the optimizers' true means, whichever pairs are still tested at each look, and
-   however unequal the seed counts (failed seeds) are. Nominal p-values are compared with these
-   levels: the bound needs no independence between looks, which is why it is conservative (the
-   exact group-sequential boundaries would use the correlation between looks; the last look's
-   nominal level would rise from 0.031 to about 0.045).
+   whatever the optimizers' true means and whichever pairs are still tested at each look. For
+   that, a pair is tested at look k only while both its optimizers race, each on exactly its
+   first ``looks[k]`` seeds (failed seeds count as seeds without a value), so a test's data
+   never depends on earlier decisions; a pair one of whose optimizers stopped keeps its last
+   outcome. Nominal p-values (Welch's, approximate as always) are compared with these levels:
+   the bound needs no independence between looks, which makes it conservative (exact
+   group-sequential boundaries would use the correlation between looks and give the last look
+   a higher nominal level), but robust to optimizers stopping and to failed seeds.
 
    Why not Holm over the pairs at each look (what the issue proposed): declaring a pair
    ``better`` does not make its equivalence hypothesis false, nor the reverse, so a step-down
@@ -46,8 +49,10 @@ Who gets seeds:
   open stops (status ``"leader"`` when no other optimizer beats it);
 - the others go on to the next look; at the cap everyone stops, and the race is settled.
 
-A pair is tested again at a look only when one of its optimizers got new seeds; a stopped
-optimizer's figures are frozen at the seeds it had at its last look.
+A stopped optimizer's figures are frozen at the seeds it had at its last look, and its pairs
+are no longer tested. Those left open do not matter for the verdict: a leader stops only once
+its pairs with every optimizer still in contention are decided, so its open pairs are with
+worse ones; a worse one is out whatever its other pairs say. They end ``not_separable``.
 
 The race is a pure function of the seeds' values: :func:`judge_race` replays every look from the
 values in seed order, so the caller keeps no state and the same values give the same race.
@@ -343,9 +348,11 @@ def judge_race(
             break
         level = spent[k] / m
         for key, pair in pairs.items():
-            if pair.outcome != "open" or not any(status[n] == "racing" for n in key):
+            # Only pairs of two racing optimizers, each on exactly its first ``look`` seeds: the
+            # data of a test never depends on when an optimizer stopped (see the docstring).
+            if pair.outcome != "open" or not all(status[n] == "racing" for n in key):
                 continue
-            data = {n: _judged(seeds[n], stopped_at.get(n, look)) for n in key}
+            data = {n: _judged(seeds[n], look) for n in key}
             pairs[key] = _test(key, data, sign, design.equivalence, level, look, index)
         looks_done = k + 1
         last = k == len(design.looks) - 1
