@@ -69,6 +69,7 @@ from studies.verdict.race import (
     RaceDesign,
     default_equivalence,
     judge_race,
+    race_design,
 )
 from studies.verdict.sentences import TEST_SHORT, format_mean, race_sentence, verdict_sentence
 from studies.verdict.statistics import (
@@ -109,6 +110,7 @@ __all__ = [
     "format_mean",
     "holm",
     "judge_race",
+    "race_design",
     "race_sentence",
     "representative_config",
     "study_verdict",

@@ -307,6 +307,26 @@ def default_equivalence(metric: str, values: Iterable[float], direction: str) ->
     return RELATIVE_MARGIN * abs(best)
 
 
+def race_design(
+    confirm: Mapping[str, Any], metric: str, values: Iterable[float], direction: str
+) -> RaceDesign:
+    """The race's design from a study request's ``"confirm"`` object: ``equivalence`` (else
+    :func:`default_equivalence` of the metric and ``values``), ``looks`` and ``alpha`` (else
+    the defaults).
+
+    Raises:
+        ValueError: a value the design refuses (see :class:`RaceDesign`).
+    """
+    equivalence = confirm.get("equivalence")
+    if equivalence is None:
+        equivalence = default_equivalence(metric, values, direction)
+    return RaceDesign(
+        equivalence=float(equivalence),
+        looks=tuple(int(n) for n in confirm.get("looks", DEFAULT_LOOKS)),
+        alpha=float(confirm.get("alpha", DEFAULT_ALPHA)),
+    )
+
+
 def judge_race(
     values: Mapping[str, Sequence[float | None]],
     direction: str,

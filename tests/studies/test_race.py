@@ -18,6 +18,7 @@ from studies.verdict import (
     configs_to_confirm,
     default_equivalence,
     judge_race,
+    race_design,
     race_sentence,
 )
 
@@ -262,3 +263,11 @@ def test_the_searchs_own_noise_widens_the_threshold():
 def test_one_config_when_the_search_found_only_one():
     choice = configs_to_confirm([SearchTrial(0.3, {"lr": 0.1})], "minimize", 0.01)
     assert choice.confirm == (0,) and choice.gap is None
+
+
+def test_the_design_from_a_request():
+    assert race_design({}, "val_accuracy", [0.97], "maximize") == RaceDesign(0.005)
+    chosen = race_design({"equivalence": 0.002, "looks": [4, 8]}, "val_loss", [0.3], "minimize")
+    assert chosen == RaceDesign(0.002, (4, 8))
+    with pytest.raises(ValueError):
+        race_design({"equivalence": -1}, "val_loss", [0.3], "minimize")
