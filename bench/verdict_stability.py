@@ -788,6 +788,7 @@ class RaceScenario:
     label: str
     offsets: tuple[float, ...]  # per optimizer, <= 0; 0 for the equal ones
     low: int | None = None  # index of the one truly worse optimizer, if any
+    margin: float = RACE_MARGIN
 
 
 def race_scenarios(k: int = 8) -> list[RaceScenario]:
@@ -806,6 +807,12 @@ def race_scenarios(k: int = 8) -> list[RaceScenario]:
             (*spread, -0.011 / RACE_SD),
             k - 1,
         ),
+        RaceScenario(
+            "the same, margin 0.01 (3.3 sd)",
+            (*spread, -0.011 / RACE_SD),
+            k - 1,
+            margin=0.01,
+        ),
     ]
 
 
@@ -814,7 +821,8 @@ def simulate_race(
     k: int = 8,
     repeats: int = 1000,
 ) -> str:
-    """The race (``studies.verdict.judge_race``, margin ``RACE_MARGIN``) against today's fixed
+    """The race (``studies.verdict.judge_race``, margin ``RACE_MARGIN`` unless the scenario
+    says otherwise) against today's fixed
     confirmation (``decide`` on 10 seeds of each optimizer's representative config, 2 configs
     x 10 seeds trained), on normal seeds with sd ``RACE_SD``. Per scenario and rule: how often
     an equal optimizer is called worse (a false "worse"; at most 5%), how often the lower one is
@@ -847,7 +855,7 @@ def simulate_race(
             (i, j)
             for i in range(k)
             for j in range(i + 1, k)
-            if abs(means[i] - means[j]) >= RACE_MARGIN - 1e-12
+            if abs(means[i] - means[j]) >= scenario.margin - 1e-12
         }
         draws = [rng.normal(means[:, None], RACE_SD, size=(k, 10)) for _ in range(repeats)]
         rows: list[tuple[str, dict[str, float]]] = []
@@ -876,7 +884,7 @@ def simulate_race(
             )
         )
         for looks in designs:
-            design = RaceDesign(equivalence=RACE_MARGIN, looks=looks)
+            design = RaceDesign(equivalence=scenario.margin, looks=looks)
             counts: Counter[str] = Counter()
             seeds_spent = 0
             equal_pairs = len(equal) * (len(equal) - 1) // 2

@@ -404,20 +404,17 @@ def judge_race(
         state = status[name]
         if settled and state == "leader" and not finished:
             state = "no_seeds"
-        if state == "leader" and any(p.outcome == "better" and p.b == name for p in pairs.values()):
-            state = "worse"  # beaten by a pair decided after it stopped
         if state == "no_seeds":
             reason = f"no finished seed of {len(judged)} tried; it is not compared"
         elif state == "worse":
-            reason = reasons.get(name) or _worse_reason(
-                name, [p for p in pairs.values() if p.outcome == "better" and p.b == name],
-                stopped_at[name],
-            )  # fmt: skip
+            reason = reasons[name]
         elif state == "leader":
             reason = _leader_reason(name, pairs.values(), stopped_at[name], design)
         else:
             open_ = [
-                p.other(name) for p in pairs.values() if p.involves(name) and p.outcome == "open"
+                p.other(name)
+                for p in pairs.values()
+                if p.involves(name) and p.outcome == "open" and status[p.other(name)] != "worse"
             ]
             reason = (
                 f"racing: {len(seeds[name])} seeds, still open against {_join(open_)}; "
@@ -442,7 +439,9 @@ def judge_race(
     beaten = {p.b for p in pairs.values() if p.outcome == "better"}
     leaders = [n for n in names if optimizers[n].status in ("leader", "racing") and n not in beaten]
     leaders.sort(key=lambda n: (_rank_key(optimizers[n].mean, sign), index[n]))
-    winner = leaders[0] if settled and len(leaders) == 1 and len(names) > 1 else None
+    # A winner needs someone to have beaten: at least two optimizers with finished seeds.
+    compared = sum(1 for o in optimizers.values() if o.finished)
+    winner = leaders[0] if settled and len(leaders) == 1 and compared > 1 else None
     method = METHOD.format(
         looks=_join([str(n) for n in design.looks]), pairs=len(pairs), alpha=design.alpha
     )
