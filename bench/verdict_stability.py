@@ -411,6 +411,7 @@ def race_report(results: Sequence[SeedResult], looks: Sequence[int] | None = Non
         f"{'fixed ep':>8}  {'search ep':>9}",
     ]
     answers, race_epochs, fixed_epochs, search_epochs, gd_leads = [], 0, 0, 0, []
+    picks: Counter[str] = Counter()
     for result in results:
         ranked: dict[str, list[ConfirmedRun]] = {}
         for run_ in sorted(
@@ -439,6 +440,16 @@ def race_report(results: Sequence[SeedResult], looks: Sequence[int] | None = Non
             if len(chosen) > 1:
                 seconds += 1
                 extra_epochs += looks[0] * epochs_per_seed[name]
+            if len(runs) > 1:  # the rule against the two configs' full seeds
+                means = [sign * statistics.mean(s["val"] for s in r.seeds) for r in runs[:2]]
+                better_second = means[1] - means[0]
+                if len(chosen) > 1:
+                    picks["two"] += 1
+                    picks["two, picked the better"] += (run_ is runs[0]) == (better_second <= 0)
+                else:
+                    picks["one"] += 1
+                    picks["one, second better"] += better_second > 0
+                    picks["one, second better by the margin"] += better_second > design.equivalence
         race = judge_race(values, direction, design)
         used = sum(
             (o.stopped_at_seeds or o.seeds) * epochs_per_seed[name]
@@ -463,6 +474,14 @@ def race_report(results: Sequence[SeedResult], looks: Sequence[int] | None = Non
     lines.append(
         f"{CLEARLY_WORSE} a leader of the race in {len(gd_leads)} of {n}"
         + (f" (seeds {', '.join(map(str, gd_leads))})" if gd_leads else "")
+    )
+    lines.append(
+        f"configs: a second one confirmed for {picks['two']} of {picks['two'] + picks['one']} "
+        f"optimizers; the first look picked the one with the better mean over all its seeds in "
+        f"{picks['two, picked the better']} of {picks['two']}. Confirmed alone: "
+        f"{picks['one']}, whose unconfirmed second config had the better mean in "
+        f"{picks['one, second better']} (by more than the margin in "
+        f"{picks['one, second better by the margin']})"
     )
     today = fixed_epochs + search_epochs
     lines.append(
