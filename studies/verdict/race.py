@@ -15,8 +15,8 @@ the difference is real but smaller than the margin, and the pair is ``tied``), o
 pairs still open after the last look end ``not_separable`` (not separable within the cap).
 
 The error rate, over all rounds and all pairs: the chance that the race makes any false claim,
-``better`` for a pair of equal optimizers or ``tied`` for a pair that differs by the margin or
-more, is at most ``alpha`` (0.05). How:
+``better`` for a pair of equal optimizers (or in the wrong direction) or ``tied`` for a pair that
+differs by the margin or more, is at most ``alpha`` (0.05). How:
 
 1. Alpha is spent over the looks by the Lan-DeMets O'Brien-Fleming-type function
    ``f(t) = 2 - 2 Phi(z_{1 - alpha/2} / sqrt(t))`` of the information fraction
@@ -24,9 +24,13 @@ more, is at most ``alpha`` (0.05). How:
    alpha 0.05: 0.00035, 0.0052, 0.0136, 0.0309), which sum to alpha. Early looks spend almost
    nothing, so only a glaring difference stops an optimizer after 3 seeds.
 2. At look k, each of the pair's two tests runs at level ``spent_k / m``, m the number of pairs
-   of the race (28 for 8 optimizers): Bonferroni over pairs and over looks. Each pair has at
-   most one true null hypothesis (a difference cannot be both 0 and at least the margin), so
-   the union bound over the m pairs and K looks gives at most ``sum_k m * spent_k / m = alpha``
+   of the race (28 for 8 optimizers): Bonferroni over pairs and over looks. A pair makes one
+   claim at most, and whatever its true difference the chance that a test at level ``a`` makes
+   it a false one is at most ``a``: with a true difference of 0 only ``better`` is false; of
+   at least the margin, a false ``tied`` and a ``better`` in the wrong direction both need the
+   estimate a one-sided critical value below the margin (one event, same standard error and
+   degrees of freedom); in between, only a wrong direction is false. So the union bound over
+   the m pairs and K looks gives at most ``sum_k m * spent_k / m = alpha``
    whatever the optimizers' true means and whichever pairs are still tested at each look. For
    that, a pair is tested at look k only while both its optimizers race, each on exactly its
    first ``looks[k]`` seeds (failed seeds count as seeds without a value), so a test's data
