@@ -271,3 +271,22 @@ def test_the_design_from_a_request():
     assert chosen == RaceDesign(0.002, (4, 8))
     with pytest.raises(ValueError):
         race_design({"equivalence": -1}, "val_loss", [0.3], "minimize")
+
+
+def test_a_real_difference_smaller_than_the_margin_is_a_tie():
+    # 0.0002 apart with almost no spread: different beyond noise, yet well within ±0.005.
+    values = {
+        "adam": [0.97720, 0.97721, 0.97719],
+        "sgd": [0.97700, 0.97701, 0.97699],
+    }
+    race = judge_race(values, "maximize", DESIGN)
+    pair = race.pair("adam", "sgd")
+    assert pair.p_difference is not None and pair.p_difference <= pair.level
+    assert pair.outcome == "tied" and pair.a == "adam"
+    assert race.winner is None and set(race.leaders) == {"adam", "sgd"}
+
+
+def test_a_zero_margin_never_ties():
+    values = {"adam": [0.977] * 10, "sgd": [0.977] * 10}
+    race = judge_race(values, "maximize", RaceDesign(equivalence=0.0))
+    assert race.pair("adam", "sgd").outcome == "not_separable"
