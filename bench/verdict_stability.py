@@ -25,7 +25,8 @@ validation loss, epochs). ``--from-json FILE... --rejudge`` computes each verdic
 with this code's ``studies.verdict`` (what the service runs), and ``--judge-seeds N`` /
 ``--judge-top-k K`` on the first N seeds of the K best configs only: another rule or a smaller
 confirmation judged on the same trained seeds. ``--simulate`` prints the test's error rates and
-power on simulated seeds.
+power on simulated seeds, then the confirmation race's (``simulate_race``: false "worse" and
+"tied" claims, power and seeds spent per optimizer, next to today's fixed 10-seed test).
 
 Measured (2-core machine shared with other work; studies are deterministic given the seed):
 
@@ -45,6 +46,16 @@ Measured (2-core machine shared with other work; studies are deterministic given
   momentum came out worse: its search's best config, tied at 0.9721 with its second, confirmed
   at 0.965 against the second's 0.976; 2 x 10, the default since, 10 of 10, gd in none, 32,000
   against 12,754 epochs (2.51x).
+
+The confirmation race (``--from-json runs0-4.json runs5-9.json --race``: ``judge_race`` at its
+default looks 3, 5, 7, 10 and margin 0.005, replayed on the 2 x 10 runs of study seeds 0-9): the
+same tie of the seven in 10 of 10, gd a leader in none, stopped after 5 or 7 seeds in 7 of 10
+(found worse only at the cap in 3); 18,740 confirmation epochs against 32,000 (0.59), the whole
+study 0.70 of today's. A second config was confirmed for 54 of 80 optimizers (their search
+values within the margin: the search can seldom tell its two best apart on 359 images); of the
+26 confirmed alone, the second was better over its 10 seeds in 7, by more than the margin in 1.
+Capped at 7 seeds (looks 3, 5, 7): also 10 of 10, gd in none, 0.45 and 0.60; at 5 (3, 5): 5 of
+10, gd a leader in 5.
 
 Budget: 20 search trials per optimizer. TPE's first 10 trials are random (Optuna's
 ``n_startup_trials``), so 20 gives the sampler as many guided trials as random ones, the smallest
@@ -381,6 +392,118 @@ def rejudge(
     return judged
 
 
+def race_report(results: Sequence[SeedResult], looks: Sequence[int] | None = None) -> str:
+    """The confirmation race replayed on the raw seeds of earlier runs (``--from-json FILE
+    --race``): per optimizer, ``configs_to_confirm`` on the search values of its confirmed
+    configs (the margin from ``default_equivalence``), the better mean of the two on the first
+    look's seeds as its representative, then ``judge_race`` on that config's seeds in the order
+    they were claimed. Counted: the race's answer per study, its agreement across studies, and
+    its confirmation epochs (seeds used, plus a second config's first-look seeds) against the
+    fixed confirmation's and the search's."""
+    from studies.tasks import available_tasks
+    from studies.verdict import (
+        DEFAULT_LOOKS,
+        RaceDesign,
+        SearchTrial,
+        configs_to_confirm,
+        default_equivalence,
+        judge_race,
+        representative_config,
+    )
+
+    task = available_tasks()[TASK]
+    metric = task.default_metric
+    direction = task.metrics[metric]
+    sign = 1.0 if direction == "maximize" else -1.0
+    looks = tuple(looks or DEFAULT_LOOKS)
+    lines = [
+        f"The race (looks {', '.join(map(str, looks))}) replayed on the raw seeds of each study:",
+        f"{'seed':>4}  {'race answer':<66}  {'seeds':>5}  {'2nd':>3}  {'race ep':>7}  "
+        f"{'fixed ep':>8}  {'search ep':>9}",
+    ]
+    answers, race_epochs, fixed_epochs, search_epochs, gd_leads = [], 0, 0, 0, []
+    picks: Counter[str] = Counter()
+    for result in results:
+        ranked: dict[str, list[ConfirmedRun]] = {}
+        for run_ in sorted(
+            result.confirmed, key=lambda c: (-sign * (c.search_value or 0), c.config)
+        ):
+            ranked.setdefault(run_.optimizer, []).append(run_)
+        searched = [r.search_value for runs in ranked.values() for r in runs if r.search_value]
+        design = RaceDesign(
+            equivalence=default_equivalence(metric, searched, direction), looks=looks
+        )
+        values: dict[str, list[float | None]] = {}
+        epochs_per_seed: dict[str, float] = {}
+        extra_epochs = 0.0
+        seconds = 0
+        for name, runs in ranked.items():
+            trials = [SearchTrial(r.search_value or 0.0, r.params) for r in runs]
+            chosen = [
+                runs[i] for i in configs_to_confirm(trials, direction, design.equivalence).confirm
+            ]
+            first = {i: [s["val"] for s in r.seeds[: looks[0]]] for i, r in enumerate(chosen)}
+            key = representative_config(first, direction)
+            run_ = chosen[key if key is not None else 0]
+            values[name] = [s["val"] for s in run_.seeds]
+            all_seeds = [s.get("epochs") or 0 for r in runs for s in r.seeds]
+            epochs_per_seed[name] = statistics.mean(all_seeds) if all_seeds else 0.0
+            if len(chosen) > 1:
+                seconds += 1
+                extra_epochs += looks[0] * epochs_per_seed[name]
+            if len(runs) > 1:  # the rule against the two configs' full seeds
+                means = [sign * statistics.mean(s["val"] for s in r.seeds) for r in runs[:2]]
+                better_second = means[1] - means[0]
+                if len(chosen) > 1:
+                    picks["two"] += 1
+                    picks["two, picked the better"] += (run_ is runs[0]) == (better_second <= 0)
+                else:
+                    picks["one"] += 1
+                    picks["one, second better"] += better_second > 0
+                    picks["one, second better by the margin"] += better_second > design.equivalence
+        race = judge_race(values, direction, design)
+        used = sum(
+            (o.stopped_at_seeds or o.seeds) * epochs_per_seed[name]
+            for name, o in race.optimizers.items()
+        )
+        epochs = round(used + extra_epochs)
+        answer = answer_label("winner" if race.winner else "tied", race.winner, race.leaders)
+        answers.append(answer)
+        if CLEARLY_WORSE in race.leaders:
+            gd_leads.append(result.seed)
+        race_epochs += epochs
+        fixed_epochs += result.confirm_epochs
+        search_epochs += result.search_epochs
+        spent = sum(o.stopped_at_seeds or o.seeds for o in race.optimizers.values())
+        lines.append(
+            f"{result.seed:>4}  {answer:<66}  {spent:>5}  {seconds:>3}  {epochs:>7}  "
+            f"{result.confirm_epochs:>8}  {result.search_epochs:>9}"
+        )
+    count, common = agreement(answers)
+    n = len(results)
+    lines.append(f"race agreement: {count} of {n} studies give {common}")
+    lines.append(
+        f"{CLEARLY_WORSE} a leader of the race in {len(gd_leads)} of {n}"
+        + (f" (seeds {', '.join(map(str, gd_leads))})" if gd_leads else "")
+    )
+    lines.append(
+        f"configs: a second one confirmed for {picks['two']} of {picks['two'] + picks['one']} "
+        f"optimizers; the first look picked the one with the better mean over all its seeds in "
+        f"{picks['two, picked the better']} of {picks['two']}. Confirmed alone: "
+        f"{picks['one']}, whose unconfirmed second config had the better mean in "
+        f"{picks['one, second better']} (by more than the margin in "
+        f"{picks['one, second better by the margin']})"
+    )
+    today = fixed_epochs + search_epochs
+    lines.append(
+        f"epochs: race confirmation {race_epochs} against the fixed one's {fixed_epochs} "
+        f"({race_epochs / fixed_epochs if fixed_epochs else math.nan:.2f}); whole study "
+        f"{race_epochs + search_epochs} against {today} "
+        f"({(race_epochs + search_epochs) / today if today else math.nan:.2f})"
+    )
+    return "\n".join(lines)
+
+
 def _all_trials(trial_list: Any, db: Any, storage: Any, name: str) -> list[Any]:
     trials: list[Any] = []
     while True:
@@ -681,6 +804,165 @@ def simulate(k: int = 8, seeds: Sequence[int] = (5, 7, 10), repeats: int = 1000)
     return "\n".join(lines)
 
 
+# The race against today's fixed confirmation, on digits_mlp's scale: a seed sd near 0.003, seven
+# minibatch optimizers within 0.002 of each other, gd about 0.011 below; the default margin 0.005.
+RACE_SD = 0.003
+RACE_MARGIN = 0.005
+FIXED_SEEDS = 10  # today: all-pairs Welch + Holm on 10 seeds of each of 2 configs
+
+
+@dataclass(frozen=True)
+class RaceScenario:
+    """Simulated optimizers' true means, in seed standard deviations from the best."""
+
+    label: str
+    offsets: tuple[float, ...]  # per optimizer, <= 0; 0 for the equal ones
+    low: int | None = None  # index of the one truly worse optimizer, if any
+    margin: float = RACE_MARGIN
+
+
+def race_scenarios(k: int = 8) -> list[RaceScenario]:
+    spread = [-(0.002 / RACE_SD) * i / (k - 2) for i in range(k - 1)]  # 0 to 0.002 below
+    return [
+        RaceScenario(f"{k} equal", (0.0,) * k),
+        RaceScenario("one 2 sd lower", (0.0,) * (k - 1) + (-2.0,), k - 1),
+        RaceScenario("one 2.5 sd lower", (0.0,) * (k - 1) + (-2.5,), k - 1),
+        RaceScenario(
+            f"one at the margin ({RACE_MARGIN / RACE_SD:.2g} sd) lower",
+            (0.0,) * (k - 1) + (-RACE_MARGIN / RACE_SD,),
+            k - 1,
+        ),
+        RaceScenario(
+            "digits_mlp-like: 7 within 0.002, gd 0.011 lower",
+            (*spread, -0.011 / RACE_SD),
+            k - 1,
+        ),
+        RaceScenario(
+            "the same, margin 0.01 (3.3 sd)",
+            (*spread, -0.011 / RACE_SD),
+            k - 1,
+            margin=0.01,
+        ),
+    ]
+
+
+def simulate_race(
+    designs: Sequence[tuple[int, ...]] = ((3, 5, 7, 10), (3, 5, 7)),
+    k: int = 8,
+    repeats: int = 1000,
+) -> str:
+    """The race (``studies.verdict.judge_race``, margin ``RACE_MARGIN`` unless the scenario
+    says otherwise) against today's fixed
+    confirmation (``decide`` on 10 seeds of each optimizer's representative config, 2 configs
+    x 10 seeds trained), on normal seeds with sd ``RACE_SD``. Per scenario and rule: how often
+    an equal optimizer is called worse (a false "worse"; at most 5%), how often the lower one is
+    found worse (power), how often some pair is falsely called tied (differing by the margin or
+    more), how the pairs among the equal ones end, and the seeds trained per optimizer (the
+    race's representative config only; a second config adds the first look's seeds)."""
+    import numpy as np
+
+    from studies.verdict import RaceDesign, decide, judge_race
+
+    rng = np.random.default_rng(0)
+    names = [f"o{i}" for i in range(k)]
+    header = (
+        f"{'scenario':<50} {'rule':<18} {'false worse':>11} {'low found':>9} "
+        f"{'false tie':>9} {'equal pairs tied/not sep.':>25} {'seeds/opt':>9} {'w/ 2nd cfg':>10}"
+    )
+    lines = [
+        f"{k} optimizers, seeds normal with sd {RACE_SD}, margin {RACE_MARGIN} "
+        f"({RACE_MARGIN / RACE_SD:.2f} sd), {repeats} simulated studies per scenario; "
+        "seeds/opt: trained seeds per optimizer of the config it is judged on; w/ 2nd cfg: all "
+        "its trainings when a second config is confirmed too (today 2 x 10 = 20; in the race the "
+        "second runs the first look's seeds only)",
+        header,
+        "-" * len(header),
+    ]
+    for scenario in race_scenarios(k):
+        means = 0.977 + RACE_SD * np.array(scenario.offsets)
+        equal = [i for i in range(k) if i != scenario.low]
+        far = {
+            (i, j)
+            for i in range(k)
+            for j in range(i + 1, k)
+            if abs(means[i] - means[j]) >= scenario.margin - 1e-12
+        }
+        draws = [rng.normal(means[:, None], RACE_SD, size=(k, 10)) for _ in range(repeats)]
+        rows: list[tuple[str, dict[str, float]]] = []
+        stats_fixed: Counter[str] = Counter()
+        for values in draws:
+            verdict = decide(
+                {n: list(row) for n, row in zip(names, values, strict=True)}, "maximize"
+            )
+            stats_fixed["false worse"] += any(
+                verdict.standing(names[i]).status == "worse" for i in equal
+            )
+            if scenario.low is not None:
+                stats_fixed["low"] += verdict.standing(names[scenario.low]).status == "worse"
+        rows.append(
+            (
+                f"fixed {FIXED_SEEDS} seeds",
+                {
+                    "false worse": stats_fixed["false worse"] / repeats,
+                    "low": stats_fixed["low"] / repeats,
+                    "false tie": math.nan,
+                    "tied": math.nan,
+                    "open": math.nan,
+                    "seeds": float(FIXED_SEEDS),
+                    "trainings": 2.0 * FIXED_SEEDS,
+                },
+            )
+        )
+        for looks in designs:
+            design = RaceDesign(equivalence=scenario.margin, looks=looks)
+            counts: Counter[str] = Counter()
+            seeds_spent = 0
+            equal_pairs = len(equal) * (len(equal) - 1) // 2
+            for values in draws:
+                race = judge_race(
+                    {n: list(row) for n, row in zip(names, values, strict=True)}, "maximize", design
+                )
+                status = {n: o.status for n, o in race.optimizers.items()}
+                counts["false worse"] += any(status[names[i]] == "worse" for i in equal)
+                if scenario.low is not None:
+                    counts["low"] += status[names[scenario.low]] == "worse"
+                outcome = {(names.index(p.a), names.index(p.b)): p.outcome for p in race.pairs}
+                counts["false tie"] += any(
+                    outcome.get((i, j), outcome.get((j, i))) == "tied" for i, j in far
+                )
+                for i in equal:
+                    for j in equal:
+                        if i < j:
+                            result = outcome.get((i, j), outcome.get((j, i)))
+                            counts["tied"] += result == "tied"
+                            counts["open"] += result == "not_separable"
+                seeds_spent += sum(o.stopped_at_seeds or 0 for o in race.optimizers.values())
+            per = seeds_spent / repeats / k
+            rows.append(
+                (
+                    f"race {','.join(map(str, looks))}",
+                    {
+                        "false worse": counts["false worse"] / repeats,
+                        "low": counts["low"] / repeats,
+                        "false tie": counts["false tie"] / repeats,
+                        "tied": counts["tied"] / repeats / max(1, equal_pairs),
+                        "open": counts["open"] / repeats / max(1, equal_pairs),
+                        "seeds": per,
+                        "trainings": per + looks[0],
+                    },
+                )
+            )
+        for rule, row in rows:
+            low = f"{row['low']:.1%}" if scenario.low is not None else "-"
+            tie = "-" if math.isnan(row["false tie"]) else f"{row['false tie']:.1%}"
+            pairs = "-" if math.isnan(row["tied"]) else f"{row['tied']:.0%} / {row['open']:.0%}"
+            lines.append(
+                f"{scenario.label:<50} {rule:<18} {row['false worse']:>11.1%} {low:>9} "
+                f"{tie:>9} {pairs:>25} {row['seeds']:>9.2f} {row['trainings']:>10.2f}"
+            )
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class Rejudge:
     """``--from-json`` options: which earlier runs, and whether to judge their seeds again."""
@@ -689,6 +971,7 @@ class Rejudge:
     again: bool = False
     seeds: int | None = None
     top_k: int | None = None
+    race: bool = False
 
 
 def parse_args(
@@ -730,13 +1013,23 @@ def parse_args(
         "--judge-top-k", type=int, help="with --rejudge: only the K best search configs"
     )
     parser.add_argument(
+        "--race",
+        action="store_true",
+        help="with --from-json: also replay the confirmation race on the raw seeds",
+    )
+    parser.add_argument(
         "--simulate",
         action="store_true",
         help="print the verdict's error rates and power on simulated seeds; run nothing",
     )
+    parser.add_argument(
+        "--repeats", type=int, default=1000, help="with --simulate: simulated studies per case"
+    )
     args = parser.parse_args(argv)
     if args.simulate:
         print(simulate())
+        print()
+        print(simulate_race(repeats=args.repeats))
         raise SystemExit(0)
     config = QUICK if args.quick else BenchConfig()
     overrides: dict[str, Any] = {
@@ -758,6 +1051,7 @@ def parse_args(
         again=args.rejudge or args.judge_seeds is not None or args.judge_top_k is not None,
         seeds=args.judge_seeds,
         top_k=args.judge_top_k,
+        race=args.race,
     )
     return BenchConfig(**{**asdict(config), **values}), args.json, rejudge
 
@@ -799,6 +1093,9 @@ def main(argv: Sequence[str] | None = None) -> list[SeedResult]:
                 confirm_seeds=min(config.confirm_seeds, earlier.seeds or config.confirm_seeds),
             )
         print(report(config, results))
+        if earlier.race:
+            print()
+            print(race_report(results))
         return results
     results = run(config)
     print(report(config, results))

@@ -41,8 +41,15 @@ Edge cases, decided:
 - One optimizer with seeds (others have none): ``outcome="single"``, no winner claimed.
 - Values must be finite: a seed that diverged is the caller's to count (as its last finite figure
   or as missing), never silently a NaN here.
+
+Confirmation as a race (:mod:`studies.verdict.race`): ``judge_race(values, direction, design)``
+replays looks at 3, 5, 7 and 10 seeds; an optimizer worse than another beyond noise stops, pairs
+within the margin ``default_equivalence(metric, values, direction)`` are tied, and the error of
+any false claim over all looks and pairs stays at most alpha. Which configs run in it:
+``configs_to_confirm`` (:mod:`studies.verdict.candidates`). ``race_sentence`` says it in words.
 """
 
+from studies.verdict.candidates import ConfigChoice, SearchTrial, configs_to_confirm
 from studies.verdict.decision import (
     TEST,
     ConfirmedConfig,
@@ -54,7 +61,17 @@ from studies.verdict.decision import (
     representative_config,
     study_verdict,
 )
-from studies.verdict.sentences import TEST_SHORT, format_mean, verdict_sentence
+from studies.verdict.race import (
+    DEFAULT_LOOKS,
+    OptimizerRace,
+    PairResult,
+    Race,
+    RaceDesign,
+    default_equivalence,
+    judge_race,
+    race_design,
+)
+from studies.verdict.sentences import TEST_SHORT, format_mean, race_sentence, verdict_sentence
 from studies.verdict.statistics import (
     DEFAULT_ALPHA,
     DEFAULT_CONFIDENCE,
@@ -69,20 +86,32 @@ from studies.verdict.statistics import (
 __all__ = [
     "DEFAULT_ALPHA",
     "DEFAULT_CONFIDENCE",
+    "DEFAULT_LOOKS",
     "DIRECTIONS",
     "TEST",
     "TEST_SHORT",
     "Comparison",
+    "ConfigChoice",
     "ConfirmedConfig",
+    "OptimizerRace",
     "OptimizerResult",
+    "PairResult",
+    "Race",
+    "RaceDesign",
+    "SearchTrial",
     "Standing",
     "StudyVerdict",
     "Summary",
     "Verdict",
     "compare",
+    "configs_to_confirm",
     "decide",
+    "default_equivalence",
     "format_mean",
     "holm",
+    "judge_race",
+    "race_design",
+    "race_sentence",
     "representative_config",
     "study_verdict",
     "summarize",

@@ -11,6 +11,7 @@ from studies.verdict.statistics import Summary
 
 if TYPE_CHECKING:
     from studies.verdict.decision import Verdict
+    from studies.verdict.race import Race
 
 TEST_SHORT = "Welch's t-test, Holm-corrected"
 
@@ -95,3 +96,69 @@ def _p(value: float | None) -> str:
 def _join(names: Sequence[str]) -> str:
     names = list(names)
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def race_sentence(race: Race, metric: str = "value") -> str:
+    """The race in words: where it stands, which pairs are better, tied within the margin (the
+    margin stated) or not separable within the cap, and which optimizer stopped when and why."""
+    margin = f"±{_number(race.design.equivalence)} {metric}"
+    cap = race.design.cap
+    order = list(race.optimizers)
+    losers: dict[str, list[str]] = {}
+    for p in race.pairs:
+        if p.outcome == "better":
+            losers.setdefault(p.b, []).append(p.a)
+    better = [f"{_join(winners)} over {loser}" for loser, winners in losers.items()]
+    tied = _grouped([(p.a, p.b) for p in race.pairs if p.outcome == "tied"], order)
+    out = {name for name, o in race.optimizers.items() if o.status in ("worse", "no_seeds")}
+    # Pairs left open only because one side dropped out say nothing about the leaders.
+    open_pairs = [
+        (p.a, p.b)
+        for p in race.pairs
+        if p.outcome in ("open", "not_separable") and p.a not in out and p.b not in out
+    ]
+    contenders = len(order) - len(out)
+    if contenders > 2 and len(open_pairs) == contenders * (contenders - 1) // 2:
+        unsure = f"all {len(open_pairs)} pairs of {_join([n for n in order if n not in out])}"
+    else:
+        unsure = _grouped(open_pairs, order)
+    if race.settled:
+        if race.winner is not None:
+            head = f"Race settled: {race.winner} wins, better than every other beyond noise."
+        elif race.leaders:
+            verb = "leads, not beaten" if len(race.leaders) == 1 else "lead, none beaten"
+            head = f"Race settled: {_join(race.leaders)} {verb} beyond noise."
+        else:
+            head = "Race settled without a finished seed."
+    else:
+        racing = [name for name, o in race.optimizers.items() if o.status == "racing"]
+        step = race.design.looks[race.looks_done]
+        head = f"Race on: {_join(racing)} get seeds up to {step}."
+    parts = [head]
+    if better:
+        parts.append(f"Better beyond noise: {'; '.join(better)}.")
+    if tied:
+        parts.append(f"Tied within the margin of {margin}: {tied}.")
+    if unsure:
+        label = "Not separable within the cap of" if race.settled else "Still open at"
+        seeds = cap if race.settled else race.design.looks[max(0, race.looks_done - 1)]
+        parts.append(f"{label} {seeds} seeds: {unsure}.")
+    for name, o in race.optimizers.items():
+        early = o.stopped_at_seeds is not None and o.stopped_at_seeds < cap
+        if o.status in ("worse", "no_seeds") or (o.status == "leader" and early):
+            parts.append(f"{name}: {o.reason}.")
+    parts.append(f"({race.method}.)")
+    return " ".join(parts)
+
+
+def _grouped(pairs: Sequence[tuple[str, str]], order: Sequence[str]) -> str:
+    """``a with b and c; b with c``: pairs grouped by their first optimizer in ``order``."""
+    rank = {name: i for i, name in enumerate(order)}
+    groups: dict[str, list[str]] = {}
+    for a, b in pairs:
+        first, second = sorted((a, b), key=lambda name: rank.get(name, len(rank)))
+        groups.setdefault(first, []).append(second)
+    return "; ".join(
+        f"{first} with {_join(sorted(others, key=lambda name: rank.get(name, len(rank))))}"
+        for first, others in sorted(groups.items(), key=lambda item: rank.get(item[0], len(rank)))
+    )
