@@ -548,7 +548,9 @@ def _seed_result(
         rank = None
         if entry is not None and entry.confirmed is not None:
             values = sorted(ranked_values.get(name, []), key=lambda v: -sign * v)
-            rank = values.index(entry.value) + 1 if entry.value in values else None
+            # Its search run (its `value` is the mean over the confirmation's seeds).
+            run = entry.search_value
+            rank = values.index(run) + 1 if run in values else None
         outcomes.append(
             OptimizerOutcome(
                 optimizer=name,
