@@ -47,7 +47,16 @@ class ConfirmCreate(_Request):
         None,
         ge=2,
         le=20,
-        description=f"Fresh training seeds per config; default {DEFAULT_CONFIRM.seeds}.",
+        description="The race's cap: fresh training seeds per optimizer at most; default "
+        f"{DEFAULT_CONFIRM.seeds}.",
+    )
+    equivalence: FiniteFloat | None = Field(
+        None,
+        gt=0,
+        description="The practical-equivalence margin, in the metric's units: optimizers whose "
+        "difference lies within it are declared tied and stop getting seeds. Default: half a "
+        "percentage point for an accuracy, else 1% of the best search value (stated in the "
+        "verdict).",
     )
 
 
@@ -393,7 +402,10 @@ class StudyOut(BaseModel):
     seed: int | None
     status: StudyStatusName
     phase: StudyPhase = Field(description="searching, confirming, completed.")
-    confirm: dict[str, int] = Field(description="The confirmation asked: top_k and seeds.")
+    confirm: dict[str, Any] = Field(
+        description="The confirmation: top_k (configs at most), seeds (the race's cap per "
+        "optimizer) and equivalence (its margin, resolved when the confirmation starts)."
+    )
     error: str | None
     created_at: datetime
     updated_at: datetime

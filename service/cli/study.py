@@ -95,6 +95,15 @@ def study_create(
             min=2, help=f"Fresh seeds per confirmed config; default {DEFAULT_CONFIRM.seeds}."
         ),
     ] = None,
+    equivalence: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="The confirmation's practical-equivalence margin, in the metric's units "
+            "(default: half a point of an accuracy, else 1% of the best value).",
+            show_default=False,
+        ),
+    ] = None,
     file: Annotated[
         Path | None,
         typer.Option("--file", "-f", help="A whole request body as JSON; flags override it."),
@@ -129,8 +138,10 @@ def study_create(
         body["warm_start"] = (
             warm_start if warm_start in ("auto", "none") else _split_list(warm_start)
         )
-    if confirm_top_k is not None or confirm_seeds is not None:
+    if confirm_top_k is not None or confirm_seeds is not None or equivalence is not None:
         confirm = dict(body.get("confirm") or {})
+        if equivalence is not None:
+            confirm["equivalence"] = equivalence
         if confirm_top_k is not None:
             confirm["top_k"] = confirm_top_k
         if confirm_seeds is not None:

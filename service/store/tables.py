@@ -63,6 +63,9 @@ class StudyRow(Base):
     # Confirmation: the top configs of each optimizer re-trained on this many fresh seeds.
     confirm_top_k: Mapped[int] = mapped_column(default=0, server_default="0")
     confirm_seeds: Mapped[int] = mapped_column(default=0, server_default="0")
+    # The confirmation's race: its practical-equivalence margin, in the metric's units (the
+    # request's, or resolved from the metric when the confirmation starts).
+    confirm_equivalence: Mapped[float | None] = mapped_column(sa.Float)
     phase: Mapped[str] = mapped_column(
         sa.String(16), default="searching", server_default="searching"
     )

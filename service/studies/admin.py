@@ -129,6 +129,7 @@ def _insert_rows(db: Database, plan: StudyPlan) -> None:
                 seed=plan.seed,
                 confirm_top_k=plan.confirm_top_k,
                 confirm_seeds=plan.confirm_seeds,
+                confirm_equivalence=plan.confirm_equivalence,
                 phase=StudyPhase.SEARCHING,
                 status=StudyStatus.QUEUED,
                 created_at=db_now(),

@@ -97,7 +97,11 @@ def study_view(db: Database, name: str, *, heartbeat_interval: int) -> StudyOut:
             seed=study.seed,
             status=study.status,
             phase=study.phase,
-            confirm={"top_k": study.confirm_top_k, "seeds": study.confirm_seeds},
+            confirm={
+                "top_k": study.confirm_top_k,
+                "seeds": study.confirm_seeds,
+                "equivalence": study.confirm_equivalence,
+            },
             error=study.error,
             created_at=as_utc(study.created_at),
             updated_at=as_utc(study.updated_at),

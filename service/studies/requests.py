@@ -55,7 +55,7 @@ class StudyRequest:
     metric: str | None = None
     direction: str | None = None
     search_space: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    confirm: Mapping[str, int | None] | None = None
+    confirm: Mapping[str, float | None] | None = None
     warm_start: str | Sequence[str] = "auto"
     model: str | None = None
 
@@ -77,6 +77,7 @@ class StudyPlan:
     spaces: dict[str, dict[str, Any]]  # optimizer -> resolved search space (JSON form)
     confirm_top_k: int = 0
     confirm_seeds: int = 0
+    confirm_equivalence: float | None = None
     # optimizer -> configs its first claims try before the sampler: [{"params", "origin"}]
     planned: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
@@ -125,6 +126,7 @@ def plan_study(request: StudyRequest, *, settings: Settings) -> StudyPlan:
     return StudyPlan(
         confirm_top_k=top_k,
         confirm_seeds=seeds,
+        confirm_equivalence=(request.confirm or {}).get("equivalence") if top_k else None,
         name=request.name,
         task=request.task,
         model=model,

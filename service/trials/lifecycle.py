@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from service.errors import Conflict, StudyNotFound
 from service.store.database import Database, db_now
 from service.store.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
-from service.studies.confirmation import record_confirmed_best
+from service.studies.confirmation import next_round, record_confirmed_best, start_confirmation
 from service.vocabulary import (
     ACCEPTING_TRIALS,
     EXTERNAL_TASK,
@@ -468,59 +468,26 @@ def finish_slot(db: Database, slot_id: int, ending: Ending, *, token: str | None
 
 
 def _advance(session: Session, study_id: int) -> None:
-    """Every optimizer has finished its slots: the search phase starts the confirmation (the top
-    configs of each optimizer, each on ``confirm_seeds`` fresh seeds, as planned configs), and
-    the confirmation phase completes the study."""
+    """Every optimizer has finished its slots. The search phase starts the confirmation (each
+    optimizer's configs, on the first look's seeds); a round of the confirmation's race either
+    plans the next look's seeds where the answer is still open, or, settled, completes the study
+    (:mod:`service.studies.confirmation`)."""
     study = session.get_one(StudyRow, study_id)
     if StudyStatus(study.status) not in ACCEPTING_TRIALS:
         return  # stopped or failed meanwhile: it stays as it is
-    if study.phase == StudyPhase.SEARCHING and study.confirm_top_k > 0:
-        planned = 0
-        for pair in study.optimizers:
-            configs = _top_configs(session, pair, study.direction, study.confirm_top_k)
-            pair.planned_configs = [
-                {"params": params, "origin": ConfigOrigin.CONFIRM, "confirm_of": slot_id}
-                for slot_id, params in configs
-                for _ in range(study.confirm_seeds)
-            ]
-            pair.n_trials = pair.n_trials + len(pair.planned_configs)
-            planned += len(pair.planned_configs)
-        if planned:
-            study.phase = StudyPhase.CONFIRMING
-            study.updated_at = db_now()
-            return
+    searched = study.phase == StudyPhase.SEARCHING and study.confirm_top_k > 0
+    if searched and start_confirmation(session, study):
+        study.phase = StudyPhase.CONFIRMING
+        study.updated_at = db_now()
+        return
+    racing = study.phase == StudyPhase.CONFIRMING and study.confirm_equivalence is not None
+    if racing and next_round(session, study):
+        study.updated_at = db_now()
+        return
     if study.phase == StudyPhase.CONFIRMING:
         record_confirmed_best(session, study)
     study.phase = StudyPhase.COMPLETED
     set_study_status(session, study_id, StudyStatus.COMPLETED)
-
-
-def _top_configs(
-    session: Session, pair: StudyOptimizerRow, direction: str, top_k: int
-) -> list[tuple[int, dict[str, Any]]]:
-    """The ``top_k`` best distinct configs of a pair's search: ``(slot id, params)``."""
-    order = (
-        TrialSlotRow.value.desc() if direction == Direction.MAXIMIZE else TrialSlotRow.value.asc()
-    )
-    rows = session.execute(
-        sa.select(TrialSlotRow.id, TrialSlotRow.params)
-        .where(
-            TrialSlotRow.study_optimizer_id == pair.id,
-            TrialSlotRow.state == SlotState.FINISHED,
-            TrialSlotRow.outcome == SlotOutcome.COMPLETE,
-            TrialSlotRow.value.is_not(None),
-            sa.or_(TrialSlotRow.origin.is_(None), TrialSlotRow.origin != ConfigOrigin.CONFIRM),
-        )
-        .order_by(order, TrialSlotRow.id)
-        .limit(top_k * 4)
-    ).all()
-    chosen: list[tuple[int, dict[str, Any]]] = []
-    for slot_id, params in rows:
-        if params and all(params != seen for _, seen in chosen):
-            chosen.append((slot_id, dict(params)))
-        if len(chosen) == top_k:
-            break
-    return chosen
 
 
 def _keep_best(session: Session, pair_id: int, slot_id: int, value: float, direction: str) -> None:

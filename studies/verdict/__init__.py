@@ -58,6 +58,7 @@ from studies.verdict.decision import (
     StudyVerdict,
     Verdict,
     decide,
+    race_verdict,
     representative_config,
     study_verdict,
 )
@@ -112,6 +113,7 @@ __all__ = [
     "judge_race",
     "race_design",
     "race_sentence",
+    "race_verdict",
     "representative_config",
     "study_verdict",
     "summarize",

@@ -8,7 +8,8 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TypeVar
 
-from studies.verdict.sentences import verdict_sentence
+from studies.verdict.race import Race
+from studies.verdict.sentences import race_sentence, verdict_sentence
 from studies.verdict.statistics import (
     DEFAULT_ALPHA,
     DEFAULT_CONFIDENCE,
@@ -83,6 +84,7 @@ class Verdict:
     confidence: float
     standings: list[Standing] = field(default_factory=list)
     sentence: str = ""
+    race: dict[str, Any] | None = None
 
     def standing(self, optimizer: str) -> Standing:
         """The standing of ``optimizer``.
@@ -354,3 +356,109 @@ def study_verdict(
 
 def _test_values(config: ConfirmedConfig | None) -> tuple[float, ...]:
     return () if config is None else config.test
+
+
+RACE_STATUSES = {"worse": "worse", "no_seeds": "no_seeds", "racing": "racing"}
+"""How an optimizer's state in the race reads as its standing (a leader is ``best`` or ``tied``)."""
+
+
+def race_verdict(
+    race: Race,
+    configs: Mapping[str, ConfirmedConfig | None],
+    *,
+    metric: str = "value",
+    test_metric: str | None = None,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> StudyVerdict:
+    """The verdict of a confirmation that ran as a race: the race's own decisions, one source
+    (running :func:`decide` again on the same seeds would test at other levels and could
+    disagree). Standings are ordered leaders first, then by mean; a pair's p-value is its
+    Welch test's at the look that decided it.
+
+    Args:
+        race: The race as its seeds stand (:func:`studies.verdict.judge_race`).
+        configs: Per optimizer of the race, its representative config (``None``: none ran).
+        metric: Name of the validation metric.
+        test_metric: Name of the test metric.
+        confidence: Level of the intervals.
+    """
+    sign = direction_sign(race.direction)
+    summaries = {
+        name: summarize(() if configs.get(name) is None else configs[name].val, confidence)
+        for name in race.optimizers
+    }
+    order = list(race.optimizers)
+
+    def rank_key(name: str) -> tuple[int, float, int]:
+        mean = summaries[name].mean
+        return (name not in race.leaders, -sign * mean if mean is not None else math.inf,
+                order.index(name))  # fmt: skip
+
+    ranked = sorted(race.optimizers, key=rank_key)
+    best = ranked[0]
+    standings = []
+    for position, name in enumerate(ranked, start=1):
+        state = race.optimizers[name]
+        if state.status == "leader":
+            status = "best" if name == best else "tied"
+        else:
+            status = RACE_STATUSES.get(state.status, state.status)
+        comparison = None if name == best else _race_comparison(race, name, best)
+        rank = position if summaries[name].n else None
+        standings.append(Standing(name, rank, summaries[name], status, comparison))
+    if not race.settled:
+        outcome, winner = "racing", None
+    elif race.winner is not None:
+        outcome, winner = "winner", race.winner
+    elif len(race.leaders) > 1:
+        outcome, winner = "tied", None
+    else:
+        outcome, winner = ("single" if race.leaders else "none"), None
+    verdict = Verdict(
+        outcome=outcome,
+        winner=winner,
+        leaders=list(race.leaders),
+        direction=race.direction,
+        metric=metric,
+        test=race.method,
+        alpha=race.design.alpha,
+        confidence=confidence,
+        standings=standings,
+        sentence=race_sentence(race, metric),
+        race=race.to_json(),
+    )
+    results = [
+        OptimizerResult(
+            optimizer=s.optimizer,
+            config=configs.get(s.optimizer),
+            val=s.summary,
+            test=summarize(_test_values(configs.get(s.optimizer)), confidence),
+        )
+        for s in standings
+    ]
+    return StudyVerdict(results, verdict, test_metric)
+
+
+def _race_comparison(race: Race, name: str, best: str) -> Comparison | None:
+    """The pair that decided ``name``'s standing: one that beats it, else its pair with the best."""
+    pairs = [p for p in race.pairs if p.involves(name)]
+    beaten = [p for p in pairs if p.outcome == "better" and p.b == name]
+    pair = min(beaten, key=lambda p: p.p_difference or 0.0) if beaten else next(
+        (p for p in pairs if p.involves(best)), None
+    )  # fmt: skip
+    if pair is None:
+        return None
+    return Comparison(
+        best=pair.a,
+        other=pair.b,
+        difference=pair.difference if pair.difference is not None else math.nan,
+        statistic=None,
+        df=None,
+        p_one_sided=None,
+        p_value=pair.p_difference,
+        p_adjusted=pair.p_difference,
+        significant=pair.outcome == "better",
+        note=f"race: {pair.outcome.replace('_', ' ')} at {pair.decided_at} seeds"
+        if pair.decided_at is not None
+        else f"race: {pair.outcome.replace('_', ' ')}",
+    )

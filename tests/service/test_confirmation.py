@@ -37,7 +37,7 @@ def test_a_study_searches_then_confirms_then_gives_a_verdict(
     with server.client() as api:
         created = create_study(api, tiny_study("confirmed", **CONFIRMED))
         assert created["phase"] == "searching"
-        assert created["confirm"] == {"top_k": 2, "seeds": 3}
+        assert created["confirm"] == {"top_k": 2, "seeds": 3, "equivalence": None}
         seen = set()
 
         def phases() -> bool:
@@ -48,14 +48,18 @@ def test_a_study_searches_then_confirms_then_gives_a_verdict(
         wait_until(phases, STUDY_TIMEOUT, 0.1, message="the study to complete")
         assert seen >= {"confirming", "completed"}
         study = get_study(api, "confirmed")
+        # The race's margin, resolved from the metric when the confirmation started: half a
+        # point of accuracy. A second config only where the search could not tell it apart;
+        # a cap of 3 seeds is one look of 3 seeds per config.
+        assert study["confirm"]["equivalence"] == 0.005
         for optimizer in study["optimizers"]:
             assert optimizer["search_trials"] == 3
-            assert optimizer["confirm_trials"] == 6
-            assert optimizer["finished"] == optimizer["n_trials"] == 9
+            assert optimizer["confirm_trials"] in (3, 6)
+            assert optimizer["finished"] == optimizer["n_trials"] == 3 + optimizer["confirm_trials"]
         best = api.get("/api/v1/studies/confirmed/best").json()
         verdict = best["verdict"]
-        assert verdict["outcome"] in ("winner", "tied")
-        assert "Welch" in verdict["test"]
+        assert verdict["outcome"] in ("winner", "tied", "single")
+        assert "Welch" in verdict["test"] and verdict["race"]["settled"]
         assert best["leaders"] and set(best["leaders"]) <= {"sgd", "adam"}
         for row in best["optimizers"]:
             figures = row["confirmed"]["value"]
@@ -66,14 +70,17 @@ def test_a_study_searches_then_confirms_then_gives_a_verdict(
             assert best["winner"] is None, "no winner is crowned within the noise"
         trials = api.get("/api/v1/studies/confirmed/trials?limit=100").json()
         origins = [t["origin"] for t in trials["items"]]
-        assert origins.count("confirm") == 12 and trials["total"] == 18
+        confirmed = sum(o["confirm_trials"] for o in study["optimizers"])
+        assert origins.count("confirm") == confirmed and trials["total"] == 6 + confirmed
         page = api.get("/api/v1/studies/confirmed/report")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         own = page.text.replace(plotly.offline.get_plotlyjs(), "")  # the page less plotly.js
         assert 'class="plotly-graph-div"' in own and verdict["sentence"].split(" ")[0] in own
         assert "http://" not in own and "https://" not in own, "no external asset"
     assert worker.alive()
-    assert_exact_trials(database_url, "confirmed", ["sgd", "adam"], 9)
+    for optimizer in study["optimizers"]:
+        assert_exact_trials(database_url, "confirmed", [optimizer["optimizer"]],
+                            optimizer["n_trials"])  # fmt: skip
 
 
 def test_a_worker_killed_during_confirmation_is_replaced_with_exact_counts(
@@ -96,9 +103,12 @@ def test_a_worker_killed_during_confirmation_is_replaced_with_exact_counts(
     assert study["status"] == "completed"
     if origin == "confirm":
         confirmed = api_best_seeds(server)
-        assert confirmed == [3, 3], f"the killed slot {lost.id} ran again: {slot_table(server)}"
+        ran_again = f"the killed slot {lost.id} ran again: {slot_table(server)}"
+        assert confirmed in ([3], [3, 3]), ran_again
         assert_confirmed_their_config(server)
-    assert_exact_trials(database_url, "shaky", ["adam"], 9, failed=1)
+    [adam] = study["optimizers"]
+    assert adam["n_trials"] in (6, 9)
+    assert_exact_trials(database_url, "shaky", ["adam"], adam["n_trials"], failed=1)
 
 
 def slot_table(server: Server) -> str:

@@ -18,6 +18,7 @@ COMPLETE_ATTRS = {
     "origin",
     "optimizer",
     "hyperparameters",
+    "seed",
     "curves",
     "epochs_run",
     "test_metrics",

@@ -3,6 +3,8 @@
 task is its own model; an external study made before this revision becomes a model of its own
 (its name), so it shares configs with no other. ``verdict_published_at``: when the verdict of a
 completed study was written into its Optuna studies' attributes (the dashboard shows them).
+``confirm_equivalence``: the practical-equivalence margin of the confirmation's race (a study
+confirmed before the race has none, and keeps its all-pairs verdict).
 
 Revision ID: 0005
 Revises: 0004
@@ -23,6 +25,7 @@ def upgrade() -> None:
     with op.batch_alter_table("hpt_studies") as batch:
         batch.add_column(sa.Column("model", sa.String(128), nullable=True))
         batch.add_column(sa.Column("verdict_published_at", sa.DateTime(), nullable=True))
+        batch.add_column(sa.Column("confirm_equivalence", sa.Float(), nullable=True))
     op.execute(
         "UPDATE hpt_studies SET model = CASE WHEN task = 'external' THEN name ELSE task END"
     )
@@ -34,5 +37,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("hpt_studies") as batch:
         batch.drop_index("ix_hpt_studies_model_metric")
+        batch.drop_column("confirm_equivalence")
         batch.drop_column("verdict_published_at")
         batch.drop_column("model")
