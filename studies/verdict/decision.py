@@ -424,7 +424,9 @@ def race_verdict(
         alpha=race.design.alpha,
         confidence=confidence,
         standings=standings,
-        sentence=race_sentence(race, metric),
+        sentence=race_sentence(
+            race, metric, {best: summaries[best]} if summaries[best].n else None
+        ),
         race=race.to_json(),
     )
     results = [

@@ -4,7 +4,7 @@ written."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from studies.verdict.statistics import Summary
@@ -98,7 +98,9 @@ def _join(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
-def race_sentence(race: Race, metric: str = "value") -> str:
+def race_sentence(
+    race: Race, metric: str = "value", figures: Mapping[str, Summary] | None = None
+) -> str:
     """The race in words: where it stands, which pairs are better, tied within the margin (the
     margin stated) or not separable within the cap, and which optimizer stopped when and why."""
     margin = f"±{_number(race.design.equivalence)} {metric}"
@@ -135,6 +137,9 @@ def race_sentence(race: Race, metric: str = "value") -> str:
         step = race.design.looks[race.looks_done]
         head = f"Race on: {_join(racing)} get seeds up to {step}."
     parts = [head]
+    # ``figures``: the best mean's, when the caller has the seeds' summaries.
+    for best, summary in (figures or {}).items():
+        parts.append(f"Best mean: {best}, {metric} {figure_of(summary)}.")
     if better:
         parts.append(f"Better beyond noise: {'; '.join(better)}.")
     if tied:
@@ -142,7 +147,9 @@ def race_sentence(race: Race, metric: str = "value") -> str:
     if unsure:
         label = "Not separable within the cap of" if race.settled else "Still open at"
         seeds = cap if race.settled else race.design.looks[max(0, race.looks_done - 1)]
-        parts.append(f"{label} {seeds} seeds: {unsure}.")
+        # The margin is stated whatever the outcome: it is what "tied" would have meant.
+        within = "" if tied else f" (neither better nor within the margin of {margin})"
+        parts.append(f"{label} {seeds} seeds{within}: {unsure}.")
     for name, o in race.optimizers.items():
         early = o.stopped_at_seeds is not None and o.stopped_at_seeds < cap
         if o.status in ("worse", "no_seeds") or (o.status == "leader" and early):

@@ -104,7 +104,10 @@ def test_a_pair_never_separable_ends_not_separable_at_the_cap():
     assert race.settled and set(race.leaders) == {"a", "b"}
     assert all(o.stopped_at_seeds == 10 for o in race.optimizers.values())
     assert "cap of 10 seeds" in race.optimizers["a"].reason
-    assert "Not separable within the cap of 10 seeds: a with b" in race_sentence(race)
+    assert (
+        "Not separable within the cap of 10 seeds (neither better nor within the margin of "
+        "±0.005 value): a with b"
+    ) in race_sentence(race)
 
 
 def test_the_race_goes_on_only_where_the_answer_is_open():
