@@ -49,9 +49,11 @@ lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/hadolint Dockerfile
 
+# One pytest process per core this process may run on (xdist's "logical"; the environment
+# variable PYTEST_XDIST_AUTO_NUM_WORKERS overrides it): more only share the same cores.
 test: $(INSTALLED) test-system-deps postgres-up
 	$(BIN)/ruff check .
-	$(BIN)/pytest --numprocesses=4 --maxschedchunk=1 $(ARGS)
+	$(BIN)/pytest --numprocesses=logical --maxschedchunk=1 $(ARGS)
 
 bench: $(INSTALLED)
 	@set -e; for script in bench/*.py; do \

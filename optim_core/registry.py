@@ -8,14 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from optim_core.adagrad import AdaGrad
-from optim_core.adam import Adam, AdamW
-from optim_core.rmsprop import RMSProp
-from optim_core.sgd import SGD
 from optim_core.spaces import (
     Categorical,
     Dimension,
@@ -28,6 +22,9 @@ from optim_core.spaces import (
     space_to_json,
     validate_space,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 # Keys of a space that configure the training loop rather than the optimizer's constructor.
 TRAINING_KEYS = frozenset({"batch_size"})
@@ -63,9 +60,12 @@ DOMAINS: Mapping[str, Domain] = MappingProxyType(
 class OptimizerSpec:
     """One tunable optimizer.
 
+    The registry reads without torch (the API describes optimizers, it never builds one): a spec
+    names its class, and :attr:`cls` imports it on first use.
+
     Args:
         name: Registry key (``"adam"``).
-        cls: The ``optim_core`` class that trains with it.
+        class_name: The ``optim_core`` class that trains with it (``"Adam"``).
         description: One line for people choosing between optimizers.
         space: Default search space (DESIGN.md §3).
         keys: Hyperparameters a study may search or fix for it (the default space's keys and a few
@@ -77,13 +77,20 @@ class OptimizerSpec:
     """
 
     name: str
-    cls: type[torch.optim.Optimizer]
+    class_name: str
     description: str
     space: Mapping[str, Dimension]
     keys: frozenset[str]
     constructor_defaults: Mapping[str, Any] = field(default_factory=dict)
     full_batch: bool = False
     domain_overrides: Mapping[str, Domain] = field(default_factory=dict)
+
+    @property
+    def cls(self) -> type[torch.optim.Optimizer]:
+        """The ``optim_core`` class that trains with it (importing it imports torch)."""
+        import optim_core
+
+        return getattr(optim_core, self.class_name)
 
     @property
     def domains(self) -> dict[str, Domain]:
@@ -140,12 +147,12 @@ class OptimizerSpec:
         """The line of Python that builds this optimizer with ``values``."""
         args = ["model.parameters()"]
         args += [f"{key}={value!r}" for key, value in self.to_kwargs(values).items()]
-        return f"optim_core.{self.cls.__name__}({', '.join(args)})"
+        return f"optim_core.{self.class_name}({', '.join(args)})"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "class": self.cls.__name__,
+            "class": self.class_name,
             "description": self.description,
             "full_batch": self.full_batch,
             "default_space": space_to_json(self.space),
@@ -185,7 +192,7 @@ OPTIMIZERS: Mapping[str, OptimizerSpec] = MappingProxyType(
         for spec in (
             _spec(
                 name="gd",
-                cls=SGD,
+                class_name="SGD",
                 description="Full-batch gradient descent: every step sees the whole training set.",
                 space={"lr": Float(1e-3, 10.0, log=True)},
                 keys=frozenset({"lr", "weight_decay"}),
@@ -193,21 +200,21 @@ OPTIMIZERS: Mapping[str, OptimizerSpec] = MappingProxyType(
             ),
             _spec(
                 name="sgd",
-                cls=SGD,
+                class_name="SGD",
                 description="Mini-batch stochastic gradient descent.",
                 space={"lr": _LR_SGD, "batch_size": BATCH_SIZES},
                 keys=_SGD_KEYS,
             ),
             _spec(
                 name="momentum",
-                cls=SGD,
+                class_name="SGD",
                 description="SGD with heavy-ball momentum: v = m*v + g; w -= lr*v.",
                 space={"lr": _LR_SGD, "momentum": _MOMENTUM, "batch_size": BATCH_SIZES},
                 keys=_MOMENTUM_KEYS,
             ),
             _spec(
                 name="nesterov",
-                cls=SGD,
+                class_name="SGD",
                 description="SGD with Nesterov momentum: w -= lr*(g + m*v).",
                 space={"lr": _LR_SGD, "momentum": _MOMENTUM, "batch_size": BATCH_SIZES},
                 keys=_MOMENTUM_KEYS - {"dampening"},
@@ -216,7 +223,7 @@ OPTIMIZERS: Mapping[str, OptimizerSpec] = MappingProxyType(
             ),
             _spec(
                 name="adagrad",
-                cls=AdaGrad,
+                class_name="AdaGrad",
                 description="AdaGrad: per-coordinate steps shrink as squared gradients add up.",
                 space={"lr": Float(1e-4, 1.0, log=True), "batch_size": BATCH_SIZES},
                 keys=frozenset(
@@ -232,7 +239,7 @@ OPTIMIZERS: Mapping[str, OptimizerSpec] = MappingProxyType(
             ),
             _spec(
                 name="rmsprop",
-                cls=RMSProp,
+                class_name="RMSProp",
                 description="RMSProp: steps scaled by a running average of squared gradients.",
                 space={
                     "lr": Float(1e-5, 1e-1, log=True),
@@ -245,14 +252,14 @@ OPTIMIZERS: Mapping[str, OptimizerSpec] = MappingProxyType(
             ),
             _spec(
                 name="adam",
-                cls=Adam,
+                class_name="Adam",
                 description="Adam (Kingma & Ba): bias-corrected first and second moment estimates.",
                 space=_ADAM_SPACE,
                 keys=_ADAM_KEYS,
             ),
             _spec(
                 name="adamw",
-                cls=AdamW,
+                class_name="AdamW",
                 description="AdamW: Adam with decoupled weight decay w *= 1 - lr*wd.",
                 space={**_ADAM_SPACE, "weight_decay": Float(1e-5, 1.0, log=True)},
                 keys=_ADAM_KEYS,

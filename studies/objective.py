@@ -30,19 +30,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
-import torch
 
 from optim_core.registry import OptimizerSpec
 from optim_core.spaces import Dimension, sample_space
-from studies.devices import resolve_device
 from studies.seeds import training_seed
 from studies.tasks.base import Task
-from studies.training import evaluate, train
 from studies.warm_start import record_origin
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,9 @@ class TrialPlan:
         if self.time_limit is not None and not self.time_limit > 0:
             raise ValueError(f"time_limit must be positive seconds, got {self.time_limit!r}")
         if self.device is not None:  # a bad or absent device fails here, not in every trial
+            # Here, as training is: the API checks requests with task_space and trains nothing.
+            from studies.devices import resolve_device
+
             object.__setattr__(self, "device", resolve_device(self.device))
 
 
@@ -131,6 +134,8 @@ def _pruner_name(trial: optuna.Trial) -> str:
 
 
 def _run_trial(plan: TrialPlan, trial: optuna.Trial) -> float:
+    from studies.training import evaluate, train
+
     values = sample_space(trial, plan.space)
     record_origin(trial)
     trial.set_user_attr("optimizer", plan.optimizer.name)

@@ -30,7 +30,6 @@ from optuna.distributions import (
 from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from optuna.search_space import intersection_search_space
 from optuna.trial import FrozenTrial, TrialState
-from scipy.stats import qmc
 
 
 def _derived_seed(seed: int | None, *parts: object) -> int | None:
@@ -128,6 +127,10 @@ class SobolThenTPESampler(BaseSampler):
             return self._tpe(trial).sample_relative(study, trial, search_space)
         if not search_space:
             return {}
+        # Here, not at the top: scipy.stats takes a second to import, and the API, which makes
+        # samplers for every ask, may never sample a Sobol point.
+        from scipy.stats import qmc
+
         names = sorted(search_space)
         engine = qmc.Sobol(d=len(names), scramble=True, seed=self._scramble_seed)
         if trial.number:

@@ -1,4 +1,5 @@
-"""The ``database_url`` fixture itself: both backends, fresh databases, and no silent skip in CI.
+"""The ``database_url`` fixture itself: both backends, fresh databases (migrated, or empty for
+``empty_database_url``), and no silent skip in CI.
 
 Runs a small test file in a nested pytest session (``pytester``) with the real top-level
 conftest, so what is checked is what every storage test gets.
@@ -18,17 +19,31 @@ UNREACHABLE = "postgresql://postgres@127.0.0.1:9/postgres"  # the discard port: 
 USES_BOTH_BACKENDS = """
 import sqlalchemy as sa
 
+from service.store.migrate import VERSION_TABLE, head_revision
+
 PREFIXES = {"sqlite": "sqlite:///", "postgres": "postgresql+psycopg://"}
 
-def test_fresh_database(database_url, backend):
+def test_fresh_database(database_url, backend, request):
     with open("urls.txt", "a") as seen:
         seen.write(database_url + "\\n")
     assert database_url.startswith(PREFIXES[backend])
     if backend == "postgres":
         assert sa.engine.make_url(database_url).database.startswith("hpt_t_")
+        with open("templates.txt", "a") as seen:
+            seen.write(request.getfixturevalue("migrated_postgres_template") + "\\n")
     engine = sa.create_engine(database_url)
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE marker (id INTEGER)")  # fails if not fresh
+        version = conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar_one()
+    engine.dispose()
+    assert version == head_revision()  # migrated: the schema is up to date
+
+def test_empty_database(empty_database_url):
+    with open("urls.txt", "a") as seen:
+        seen.write(empty_database_url + "\\n")
+    engine = sa.create_engine(empty_database_url)
+    with engine.connect() as conn:
+        assert sa.inspect(conn).get_table_names() == []
     engine.dispose()
 """
 
@@ -51,15 +66,24 @@ def test_both_backends_run_on_fresh_databases_and_postgres_ones_are_dropped(
     from sqlalchemy.engine import make_url
 
     monkeypatch.delenv("CI", raising=False)
-    nested.runpytest().assert_outcomes(passed=2)
+    nested.runpytest().assert_outcomes(passed=4)
 
     urls = (nested.path / "urls.txt").read_text().split()
-    assert sorted(url.split(":")[0] for url in urls) == ["postgresql+psycopg", "sqlite"]
-    (postgres,) = (make_url(url).database for url in urls if url.startswith("postgresql"))
+    assert sorted(url.split(":")[0] for url in urls) == [
+        "postgresql+psycopg",
+        "postgresql+psycopg",
+        "sqlite",
+        "sqlite",
+    ]
+    postgres = [make_url(url).database for url in urls if url.startswith("postgresql")]
+    assert len(set(postgres)) == 2, postgres
+    (template,) = (nested.path / "templates.txt").read_text().split()
+    assert template.startswith("hpt_t_template_") and template not in postgres
     conninfo = postgres_admin_url.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(conninfo) as conn:
-        left = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (postgres,)).fetchall()
-    assert not left, f"{postgres} was not dropped after the test"
+        for name in [*postgres, template]:
+            left = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchall()
+            assert not left, f"{name} was not dropped after the test (or the session)"
 
 
 def test_unreachable_postgres_skips_with_its_reason_outside_ci(
@@ -68,7 +92,7 @@ def test_unreachable_postgres_skips_with_its_reason_outside_ci(
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.setenv("HPT_TEST_POSTGRES_URL", UNREACHABLE)
     result = nested.runpytest("-rs")
-    result.assert_outcomes(passed=1, skipped=1)
+    result.assert_outcomes(passed=2, skipped=2)
     result.stdout.fnmatch_lines(["*PostgreSQL at *127.0.0.1:9* is unreachable*"])
 
 
@@ -79,8 +103,8 @@ def test_unreachable_postgres_fails_under_ci(
     monkeypatch.setenv("HPT_TEST_POSTGRES_URL", UNREACHABLE)
     result = nested.runpytest()
     outcomes = result.parseoutcomes()
-    assert outcomes.get("passed") == 1 and not outcomes.get("skipped"), outcomes
-    assert outcomes.get("errors", 0) + outcomes.get("failed", 0) == 1, outcomes
+    assert outcomes.get("passed") == 2 and not outcomes.get("skipped"), outcomes
+    assert outcomes.get("errors", 0) + outcomes.get("failed", 0) == 2, outcomes
     result.stdout.fnmatch_lines(["*CI=true and PostgreSQL at * is unreachable*"])
 
 
@@ -90,4 +114,4 @@ def test_postgres_half_carries_the_postgres_marker(
     monkeypatch.setenv("HPT_TEST_POSTGRES_URL", UNREACHABLE)
     monkeypatch.setenv("CI", "true")  # deselected tests must not even try to connect
     result = nested.runpytest("-m", "not postgres")
-    result.assert_outcomes(passed=1, deselected=1)
+    result.assert_outcomes(passed=2, deselected=2)

@@ -15,10 +15,12 @@ import dataclasses
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
 
 Direction = Literal["maximize", "minimize"]
 Split = Literal["train", "val", "test"]
@@ -107,6 +109,8 @@ class Task(abc.ABC):
     @property
     def device(self) -> torch.device:
         """Where the task's data are (the CPU until :meth:`to` moves them)."""
+        import torch
+
         return self.__dict__.get("_device", torch.device("cpu"))
 
     def to(self, device: torch.device) -> Task:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import numpy as np
-from torch import nn
 
 from studies.tasks.base import Direction
 from studies.tasks.supervised import ClassificationTask
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class BreastCancerLogReg(ClassificationTask):
@@ -36,4 +39,6 @@ class BreastCancerLogReg(ClassificationTask):
         return load_breast_cancer(return_X_y=True)
 
     def build_model(self) -> nn.Module:
+        from torch import nn
+
         return nn.Linear(30, 2)

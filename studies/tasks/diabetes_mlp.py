@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from torch import nn
 
 from studies.tasks.supervised import RegressionTask
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class DiabetesMLP(RegressionTask):
@@ -23,4 +27,6 @@ class DiabetesMLP(RegressionTask):
         return load_diabetes(return_X_y=True)
 
     def build_model(self) -> nn.Module:
+        from torch import nn
+
         return nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 1))

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from torch import nn
 
 from studies.tasks.supervised import ClassificationTask
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class DigitsCNN(ClassificationTask):
@@ -23,6 +27,8 @@ class DigitsCNN(ClassificationTask):
         return load_digits(return_X_y=True)
 
     def build_model(self) -> nn.Module:
+        from torch import nn
+
         return nn.Sequential(
             nn.Conv2d(1, 16, kernel_size=3, padding=1),
             nn.ReLU(),

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from torch import nn
 
 from studies.tasks.supervised import ClassificationTask
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class DigitsMLP(ClassificationTask):
@@ -21,4 +25,6 @@ class DigitsMLP(ClassificationTask):
         return load_digits(return_X_y=True)
 
     def build_model(self) -> nn.Module:
+        from torch import nn
+
         return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))

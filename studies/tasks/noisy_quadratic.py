@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from studies.tasks.base import TaskData
 from studies.tasks.point import PointTask
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 DIMENSIONS = 100
 TRAIN_SAMPLES = 2048
@@ -34,9 +36,13 @@ class NoisyQuadratic(PointTask):
     @functools.cached_property
     def curvature(self) -> torch.Tensor:
         """The diagonal Hessian h_i = 1/i."""
+        import torch
+
         return 1.0 / torch.arange(1, DIMENSIONS + 1, dtype=torch.float32)
 
     def load_data(self) -> TaskData:
+        import torch
+
         generator = torch.Generator().manual_seed(self.split_seed)
         noise = torch.randn(TRAIN_SAMPLES, DIMENSIONS, generator=generator) / self.curvature.sqrt()
         empty_x, empty_y = torch.zeros(0, DIMENSIONS), torch.zeros(0)
@@ -48,6 +54,8 @@ class NoisyQuadratic(PointTask):
         return self
 
     def start(self) -> torch.Tensor:
+        import torch
+
         return torch.ones(DIMENSIONS)
 
     def value(self, position: torch.Tensor) -> torch.Tensor:

@@ -5,22 +5,13 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from types import MappingProxyType
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from studies.tasks.base import Direction, Split, Task, TaskData
 
-
-class Point(nn.Module):
-    """A model that is nothing but its parameter, the point being optimised."""
-
-    def __init__(self, start: torch.Tensor) -> None:
-        super().__init__()
-        self.position = nn.Parameter(start.clone())
-
-    def forward(self) -> torch.Tensor:
-        return self.position
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 class PointTask(Task):
@@ -43,11 +34,15 @@ class PointTask(Task):
         """The exact (noise-free) function value at ``position``."""
 
     def load_data(self) -> TaskData:
+        import torch
+
         # No data: one empty sample per split, so every batch is the point alone.
         x, y = torch.zeros(1, 0), torch.zeros(1)
         return TaskData(x, y, x, y, x, y)
 
     def build_model(self) -> nn.Module:
+        from studies.tasks.point_model import Point
+
         return Point(self.start())
 
     def evaluate(self, model: nn.Module, split: Split) -> dict[str, float]:

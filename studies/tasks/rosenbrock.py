@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from studies.tasks.point import PointTask
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 class Rosenbrock(PointTask):
@@ -22,6 +25,8 @@ class Rosenbrock(PointTask):
     batch_size_applies = False
 
     def start(self) -> torch.Tensor:
+        import torch
+
         return torch.tensor([-1.2, 1.0])
 
     def value(self, position: torch.Tensor) -> torch.Tensor:

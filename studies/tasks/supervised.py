@@ -5,13 +5,15 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from studies.tasks.base import Direction, LossKind, Split, Task, TaskData
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 VAL_FRACTION = 0.2
 TEST_FRACTION = 0.2
@@ -83,6 +85,8 @@ class ClassificationTask(Task):
         """The features (one row per sample) and integer class labels."""
 
     def load_data(self) -> TaskData:
+        import torch
+
         x, y = self.load_arrays()
         x_train, y_train, x_val, y_val, x_test, y_test = split_arrays(
             x, y, seed=self.split_seed, stratify=True
@@ -98,9 +102,13 @@ class ClassificationTask(Task):
         return TaskData(x_train, y_train, x_val, y_val, x_test, y_test)
 
     def batch_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
         return F.cross_entropy(model(x), y)
 
     def evaluate(self, model: nn.Module, split: Split) -> dict[str, float]:
+        import torch.nn.functional as F
+
         x, y = self.data.split(split)
         logits = model(x)
         return {
@@ -129,6 +137,8 @@ class RegressionTask(Task):
         """The features (one row per sample) and the real-valued target."""
 
     def load_data(self) -> TaskData:
+        import torch
+
         x, y = self.load_arrays()
         x_train, y_train, x_val, y_val, x_test, y_test = split_arrays(
             x, y, seed=self.split_seed, stratify=False
@@ -143,6 +153,8 @@ class RegressionTask(Task):
         return TaskData(x_train, y_train, x_val, y_val, x_test, y_test)
 
     def batch_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
         return F.mse_loss(model(x), y)
 
     def evaluate(self, model: nn.Module, split: Split) -> dict[str, float]:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from torch import nn
 
 from studies.tasks.supervised import ClassificationTask
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class WineMLP(ClassificationTask):
@@ -21,4 +25,6 @@ class WineMLP(ClassificationTask):
         return load_wine(return_X_y=True)
 
     def build_model(self) -> nn.Module:
+        from torch import nn
+
         return nn.Sequential(nn.Linear(13, 32), nn.ReLU(), nn.Linear(32, 3))

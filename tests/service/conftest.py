@@ -42,12 +42,9 @@ FAST_ENV = {
 
 @pytest.fixture
 def db(database_url: str) -> Iterator[Database]:
-    """The service's database on a fresh database, its schema up to date."""
-    from service.store.database import Database
-    from service.store.migrate import upgrade_database
-
+    """The service's database on a fresh database, its schema up to date (``database_url`` is a
+    copy of a database the migrations built)."""
     db = Database.connect(database_url)
-    upgrade_database(db)
     yield db
     db.dispose()
 

@@ -281,8 +281,9 @@ def version_of(url: str) -> str | None:
 
 @pytest.mark.slow
 def test_a_first_release_database_is_upgraded_once_and_read_back_through_the_api(
-    database_url: str, start_server: Callable[..., Server]
+    empty_database_url: str, start_server: Callable[..., Server]
 ) -> None:
+    database_url = empty_database_url
     create_first_release_tables(database_url)
     expected = write_first_release_studies(database_url)
     assert version_of(database_url) is None, "the first release kept no version"
@@ -369,7 +370,10 @@ def test_a_first_release_database_is_upgraded_once_and_read_back_through_the_api
         assert asked.status_code == 200, asked.text
 
 
-def test_processes_upgrading_an_empty_database_at_once_all_succeed(database_url: str) -> None:
+def test_processes_upgrading_an_empty_database_at_once_all_succeed(
+    empty_database_url: str,
+) -> None:
+    database_url = empty_database_url
     env = {**_test_environment(), "HPT_DATABASE_URL": database_url}
     upgrades = [
         subprocess.Popen(
