@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import gzip
 import hashlib
 import json
 import multiprocessing
@@ -297,6 +298,26 @@ def print_suite(
         "the S10 printed in its row is what the measure gives a method identical to stock "
         "(its median seed reaches its own median before 10 FTE)."
     )
+    print("median q(1) / q(10) by optimizer, over tasks and seeds:")
+    for method in METHODS:
+        cells = []
+        for optimizer in optimizers:
+            qs = [
+                [
+                    quantile_regret(
+                        v,
+                        pools[f"{t}/{optimizer}"]["values"],
+                        pools[f"{t}/{optimizer}"]["direction"],
+                    )
+                    for t in tasks
+                    for v in _pair_values(traces, t, optimizer, method, seeds, budget)
+                ]
+                for budget in (1.0, 10.0)
+            ]
+            cells.append(
+                f"{optimizer} {statistics.median(qs[0]):.3f} / {statistics.median(qs[1]):.3f}"
+            )
+        print(f"  {method:8s} " + ", ".join(cells))
     print("per (task, optimizer): median q(1) / q(10) over seeds, product | stock | random")
     for task in tasks:
         for optimizer in optimizers:
@@ -315,7 +336,7 @@ def print_suite(
 
 
 def _load_traces(path: str) -> dict[Job, Trace]:
-    with open(path) as file:
+    with (gzip.open if path.endswith(".gz") else open)(path, "rt") as file:
         rows = json.load(file)
     return {
         Job(r["task"], r["optimizer"], r["method"], r["seed"]): Trace(
@@ -338,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--pools-file", type=Path, default=POOLS_FILE)
     parser.add_argument("--pool-size", type=int, default=POOL_SIZE)
-    parser.add_argument("--save", default=None, help="write the studies' traces as JSON")
+    parser.add_argument("--save", default=None, help="write the studies' traces as JSON (.gz)")
     parser.add_argument("--load", default=None, help="reuse the traces of a --save file")
     args = parser.parse_args(argv)
     if suite_hash() != FROZEN_SHA256:
@@ -406,7 +427,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"  {count}/{len(todo)} studies, {elapsed:.0f} s", flush=True)
     print(f"ran {len(todo)} studies in {time.perf_counter() - started:.0f} s")
     if args.save:
-        with open(args.save, "w") as out:
+        with (gzip.open if args.save.endswith(".gz") else open)(args.save, "wt") as out:
             json.dump(
                 [{**dataclasses.asdict(job), **dataclasses.asdict(done[job])} for job in jobs], out
             )
