@@ -152,8 +152,9 @@ def win_rate(
 @dataclass(frozen=True)
 class Speedup:
     """S10 of one (task, optimizer): ``10 / fte``, where ``fte`` is the median over seeds of the
-    FTE a method needs to reach ``target``; ``capped`` when some seed never reached it (its FTE
-    counted as all it spent, so the speed-up is an upper bound)."""
+    FTE a method needs to reach ``target``; ``capped`` when some seed did not reach it within
+    10 FTE (its FTE counted as 10, so the speed-up is an upper bound: S10 only looks as far as
+    the budget stock had)."""
 
     target: float
     fte: float
@@ -179,8 +180,8 @@ def speedup(
     costs, capped = [], False
     for trace in traces:
         fte = trace.fte_to_reach(target)
-        if fte is None:
-            fte, capped = max(trace.spent, budget), True
+        if fte is None or fte > budget:
+            fte, capped = budget, True
         costs.append(fte)
     return Speedup(target, statistics.median(costs), capped)
 

@@ -87,7 +87,7 @@ def test_s10_is_ten_over_the_median_fte_to_stocks_median_and_capped_when_never_r
     traces = [
         Trace([10, 10], [0.85, None], "maximize", 10),  # reaches 0.8 at 1 FTE
         Trace([10] * 5, [0.1, 0.2, 0.3, 0.4, 0.81], "maximize", 10),  # at 5 FTE
-        Trace([10] * 12, [0.5] * 12, "maximize", 10),  # never: capped at its 12 FTE
+        Trace([10] * 12, [0.5] * 11 + [0.9], "maximize", 10),  # past 10 FTE: capped at 10
     ]
     result = speedup(stock_at_10, traces)
     assert result.target == 0.8
