@@ -42,15 +42,15 @@ seconds; the whole output, per task and optimizer included, is ``bench/transfer/
 sgd, momentum, adam x 5 seeds; product and stock 42 trials, random 20; win rates seed-paired
 with a bootstrap 95% interval over tasks::
 
-    figure                       product dev (6)     product test (8)    target      stock dev / test
-    median q(1 FTE)              0.193               0.211               <= 0.10     0.459 / 0.443
-    median q(3 FTE)              0.123               0.062                           0.215 / 0.212
-    median q(10 FTE)             0.023               0.025                           0.035 / 0.050
-    pairs in top 10% at 1 FTE    0.17 (3/18)         0.33 (8/24)                     0.06 / 0.00
-    S10 (geometric mean)         2.35 (12/18 capped) 2.72 (17/24 capped) >= 4        1.66 / 1.36
-    win vs stock @ 10 FTE        0.59 [0.43, 0.75]   0.63 [0.55, 0.71]   low >= 0.5  0.50
-    win vs random @ 1 FTE        0.68 [0.54, 0.81]   0.73 [0.65, 0.82]   >= 0.8      0.50
-    win vs random @ 10 FTE       0.73 [0.57, 0.87]   0.70 [0.61, 0.80]               0.66 / 0.61
+  figure                      dev (6 tasks)        test (8 tasks)       target   stock dev/test
+  median q(1 FTE)             0.193                0.211                <= 0.10  0.459 / 0.443
+  median q(3 FTE)             0.123                0.062                         0.215 / 0.212
+  median q(10 FTE)            0.023                0.025                         0.035 / 0.050
+  pairs in top 10% at 1 FTE   0.17 (3/18)          0.33 (8/24)                   0.06 / 0.00
+  S10 (geometric mean)        2.35 (12/18 capped)  2.72 (17/24 capped)  >= 4     1.66 / 1.36
+  win vs stock @ 10 FTE       0.59 [0.43, 0.75]    0.63 [0.55, 0.71]    lo>=0.5  0.50
+  win vs random @ 1 FTE       0.68 [0.54, 0.81]    0.73 [0.65, 0.82]    >= 0.8   0.50
+  win vs random @ 10 FTE      0.73 [0.57, 0.87]    0.70 [0.61, 0.80]             0.66 / 0.61
 
 Met: on the test suite, the win rate against stock at 10 FTE (lower bound 0.55 >= 0.5); on the
 dev suite its lower bound is 0.43 (6 tasks, wide interval). Missed: median q(1) by 0.09 (dev) and

@@ -21,6 +21,7 @@ can never pass as green.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
@@ -66,6 +67,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             not PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())),
         )
     )
+
+
+@pytest.fixture(autouse=True)
+def isolated_logging() -> Iterator[None]:
+    """Each test starts with the root logger as the session left it: a command a test runs in
+    process (``hpt ...`` through typer's runner) configures logging onto a stream that is
+    closed once the test ends, and a later test's log lines would land on it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def running_under_ci() -> bool:

@@ -254,7 +254,7 @@ def _verdict_section(data: StudyReport) -> str:
         f"<th>{esc(data.metric)}: mean ± 95% CI</th>"
         f"<th>{esc(test_metric)}: mean ± 95% CI</th><th>seeds</th>"
         '<th title="against the optimizer that beats it most clearly">'
-        "p (Holm, all pairs)</th></tr>"
+        f"{'p (race, at its look)' if verdict.race else 'p (Holm, all pairs)'}</th></tr>"
     )
     rows = "".join(
         _verdict_row(result, standing, seeds, verdict.outcome, colours)
@@ -264,7 +264,8 @@ def _verdict_section(data: StudyReport) -> str:
         f'<p class="{sentence_class}" id="verdict-sentence">{esc(verdict.sentence)}</p>'
         f'<div class="table-wrap"><table id="verdict-table"><thead>{head}</thead>'
         f"<tbody>{rows}</tbody></table></div>"
-        f'<p class="caption">Test: {esc(TEST)}, at {1 - verdict.alpha:.0%}. Intervals: '
+        f'<p class="caption">Test: {esc(verdict.test or TEST)}, at {1 - verdict.alpha:.0%}. '
+        "Intervals: "
         f"Student-t, {verdict.confidence:.0%}, over the seeds of each optimizer's confirmed "
         "config with the best mean. The test metric is shown, not used to choose.</p>"
     )

@@ -26,6 +26,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from service.store.database import db_now
 
 
+def _task_is_the_model(context: Any) -> str:
+    """A study inserted without a model tunes its task's (``service.studies.requests`` names
+    the model of every study it plans; this covers rows written by hand)."""
+    return context.get_current_parameters()["task"]
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: sa.JSON, list[Any]: sa.JSON}
 
@@ -45,7 +51,7 @@ class StudyRow(Base):
     name: Mapped[str] = mapped_column(sa.String(64), unique=True)
     task: Mapped[str] = mapped_column(sa.String(128))
     # The model tuned: the task's name, or the name an external study gives its model.
-    model: Mapped[str] = mapped_column(sa.String(128))
+    model: Mapped[str] = mapped_column(sa.String(128), default=_task_is_the_model)
     metric: Mapped[str] = mapped_column(sa.String(128))
     direction: Mapped[str] = mapped_column(sa.String(8))
     epochs: Mapped[int | None]

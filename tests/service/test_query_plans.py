@@ -195,7 +195,7 @@ def _catalogue_best(db: Database, storage: Any) -> None:
 
 
 def _study_best(db: Database, storage: Any) -> None:
-    assert best_configs.study_best(db, "older").winner.value == 0.0
+    assert best_configs.study_best(db, "older").optimizers[0].value == 0.0
 
 
 def _study_detail(db: Database, storage: Any) -> None:
