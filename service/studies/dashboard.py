@@ -40,11 +40,12 @@ def publish_answers(db: Database, storage: optuna.storages.BaseStorage) -> int:
             answer = study_answer(
                 session, study, rank(best_slots(session, pairs).values(), study.direction)
             )
+            # The sentence last: a reader that sees it sees the rest.
             attrs = {
-                "verdict": answer.sentence,
                 "winner": answer.winner,
                 "leaders": answer.leaders,
                 "answer_basis": answer.basis,
+                "verdict": answer.sentence,
             }
             pending.append((study.id, [pair.optuna_study_name for pair in pairs], attrs))
     for study_id, names, attrs in pending:
