@@ -254,11 +254,13 @@ class Worker:
         plan = self._plan(claim)
         study = self.outage.call("load the study", lambda: self._load_study(claim, plan))
         fixed = optuna_bridge.fixed_params(plan.space, claim.params) if claim.params else None
-        trial = self.outage.call(
-            "start the trial",
-            lambda: protocol.start(
-                self.db, study, claim, attrs=self._trial_attrs(claim), fixed=fixed
-            ),
+        trial = protocol.start(
+            self.db,
+            study,
+            claim,
+            attrs=self._trial_attrs(claim),
+            fixed=fixed,
+            call=self.outage.call,
         )
         outage_during_trial = False
         try:

@@ -66,6 +66,7 @@ def start(
     attrs: Mapping[str, Any] | None = None,
     fixed: Mapping[str, Any] | None = None,
     prepare: Callable[[optuna.Trial], Mapping[str, Any]] | None = None,
+    call: Callable[[str, Callable[[], Any]], Any] | None = None,
 ) -> optuna.Trial:
     """Create the claimed slot's Optuna trial with its attributes and record it on the slot
     (claimed -> running).
@@ -79,15 +80,24 @@ def start(
         prepare: Run on the new trial before it is recorded; returns the config recorded on
             the slot (ask/tell samples the whole space here). Without it the slot keeps the
             config it was claimed with.
+        call: Runs each step, ``call(what, step)``: a worker retries each through a database
+            outage, so a retried step never creates a second trial.
 
     Raises:
         SlotTakenBack: the slot was taken back before its trial was recorded on it.
     """
-    trial = optuna_bridge.start_trial(
-        study, slot_id=claim.slot_id, origin=claim.origin, fixed=fixed, attrs=attrs
+    run = call or (lambda what, step: step())
+    trial: optuna.Trial = run(
+        "start the trial",
+        lambda: optuna_bridge.start_trial(
+            study, slot_id=claim.slot_id, origin=claim.origin, fixed=fixed, attrs=attrs
+        ),
     )
     params = prepare(trial) if prepare is not None else (claim.params or {})
-    record(db, claim, optuna_bridge.trial_id(trial), trial.number, params)
+    run(
+        "record the trial on its slot",
+        lambda: record(db, claim, optuna_bridge.trial_id(trial), trial.number, params),
+    )
     return trial
 
 
