@@ -122,7 +122,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     guard = SlotGuard.install(writer.engine)
     app.state.db = db
     app.state.writer_storage, app.state.reader_storage = writer, reader
-    app.state.ask_tell = AskTell(db, writer, guard, settings.max_failed_trials)
+    app.state.ask_tell = AskTell(db, writer, guard, settings.max_failed_trials, reader)
     collector = ServiceCollector(db=db, heartbeat_interval=settings.heartbeat_interval)
     app.state.metrics.registry.register(collector)
     stop = threading.Event()

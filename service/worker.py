@@ -43,17 +43,10 @@ from service.store.database import Database, db_now, is_outage, make_optuna_stor
 from service.store.migrate import upgrade_database
 from service.store.tables import WorkerRow
 from service.studies.admin import purge_deleting_studies
+from service.trials import protocol
 from service.trials.guard import SlotGuard, SlotTakenBack
-from service.trials.lifecycle import (
-    Claim,
-    Ending,
-    beat,
-    claim_slot,
-    finish_slot,
-    release_slot,
-    start_slot,
-)
-from service.trials.recovery import ending_of, forget_dead_workers, recover
+from service.trials.lifecycle import Claim, Ending, beat, claim_slot
+from service.trials.recovery import forget_dead_workers, recover
 from service.vocabulary import ConfigOrigin, SlotOutcome, TrialPhase
 from studies.devices import resolve_device
 from studies.objective import TrialPlan, make_objective
@@ -261,29 +254,14 @@ class Worker:
         plan = self._plan(claim)
         study = self.outage.call("load the study", lambda: self._load_study(claim, plan))
         fixed = optuna_bridge.fixed_params(plan.space, claim.params) if claim.params else None
-        trial = self.outage.call(
-            "start the trial",
-            lambda: optuna_bridge.start_trial(
-                study,
-                slot_id=claim.slot_id,
-                origin=claim.origin,
-                fixed=fixed,
-                attrs=self._trial_attrs(claim),
-            ),
+        trial = protocol.start(
+            self.db,
+            study,
+            claim,
+            attrs=self._trial_attrs(claim),
+            fixed=fixed,
+            call=self.outage.call,
         )
-        started = self.outage.call(
-            "record the trial on its slot",
-            lambda: start_slot(
-                self.db,
-                claim.slot_id,
-                claim.claim_token,
-                trial_id=trial._trial_id,
-                trial_number=trial.number,
-                params=claim.params or {},
-            ),
-        )
-        if not started:
-            raise SlotTakenBack(f"slot {claim.slot_id} was given back before its trial started")
         outage_during_trial = False
         try:
             value: float | None = make_objective(plan)(trial)
@@ -297,24 +275,13 @@ class Worker:
             log.warning("worker %s: trial %s failed: %s", self.worker_id, trial.number, exc)
             value, state = None, TrialState.FAIL
         frozen = self.outage.call(
-            "tell Optuna", lambda: self._tell(study, trial, state, value), give_up_on_stop=False
+            "tell Optuna",
+            lambda: self._tell(optuna_bridge.trial_id(trial), state, value),
+            give_up_on_stop=False,
         )
-        if frozen.state in optuna_bridge.FINISHED_TRIAL_STATES:
-            return ending_of(frozen)
-        reason = str(frozen.user_attrs.get("error", "the trial raised"))
-        if outage_during_trial:
-            # The database went away under the trial: not the config's fault.
-            return Ending(
-                SlotOutcome.LOST,
-                params=optuna_bridge.recorded_hyperparameters(frozen),
-                reason=reason,
-            )
-        return Ending(
-            SlotOutcome.FAILED,
-            params=optuna_bridge.recorded_hyperparameters(frozen),
-            reason=reason,
-            record=optuna_bridge.trial_record(frozen),
-        )
+        # The database went away under the trial: not the config's fault.
+        failed = SlotOutcome.LOST if outage_during_trial else SlotOutcome.FAILED
+        return protocol.ending_of(frozen, failed=failed)
 
     def _trial_attrs(self, claim: Claim) -> dict[str, object]:
         attrs: dict[str, object] = {
@@ -328,32 +295,20 @@ class Worker:
         return attrs
 
     def _tell(
-        self, study: optuna.Study, trial: optuna.Trial, state: TrialState, value: float | None
+        self, trial_id: int, state: TrialState, value: float | None
     ) -> optuna.trial.FrozenTrial:
         try:
-            return study.tell(trial, value if state == TrialState.COMPLETE else None, state=state)
-        except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
-            # Finished meanwhile: by this tell's first attempt (its answer was lost in an
-            # outage), or failed by recovery, which took the slot over.
-            frozen = self.storage.get_trial(trial._trial_id)
-            if not frozen.state.is_finished():
-                raise
-            if frozen.state == TrialState.FAIL and state != TrialState.FAIL:
-                raise SlotTakenBack(f"trial {trial.number} was failed by recovery") from None
-            return frozen
+            return protocol.tell(self.storage, trial_id, state, value)
+        except protocol.EndedOtherwise as exc:
+            # Failed by recovery, which took the slot over while this worker was silent.
+            raise SlotTakenBack(f"trial {exc.trial.number} was failed by recovery") from None
 
     def _record(self, claim: Claim, ending: Ending) -> None:
-        if ending.outcome in (SlotOutcome.COMPLETE, SlotOutcome.PRUNED):
-            self.outage.call(
-                "record the finished trial",
-                lambda: finish_slot(self.db, claim.slot_id, ending, token=claim.claim_token),
-                give_up_on_stop=False,
-            )
-            return
+        # A trial lost to an outage is not the config's fault: it never fails the study.
         max_failed = None if ending.outcome == SlotOutcome.LOST else self.settings.max_failed_trials
         self.outage.call(
-            "give the slot back",
-            lambda: release_slot(
+            "record how the trial ended",
+            lambda: protocol.end_as(
                 self.db,
                 claim.slot_id,
                 ending,

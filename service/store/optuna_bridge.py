@@ -12,7 +12,9 @@ process wrote them, so they are never compared with anything here. The service's
 when a trial started and ended is its slot's (on the database's clock).
 
 Where Optuna offers no public way, this module says so: :func:`start_trial` creates a trial
-through the study's own storage. There is no query for "this page of trials" either: a finished
+through the study's own storage, and :func:`trial_id` reads a trial's storage id (the key every
+storage method takes, which ``Trial`` and ``FrozenTrial`` keep in a private attribute). No other
+module uses Optuna's private names. There is no query for "this page of trials" either: a finished
 trial's figures are copied onto its slot when the slot ends (:func:`trial_record`), so a page of
 trials is one read of slot rows; only a trial still running (or one that ended under an earlier
 release) is read with ``storage.get_trial`` (a handful of indexed reads, whatever the study's
@@ -22,6 +24,7 @@ size).
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 from collections.abc import Iterable, Mapping
@@ -132,6 +135,11 @@ def fixed_params(space: Mapping[str, Dimension], values: Mapping[str, Any]) -> d
     return {} if fitted is None else fitted[1]
 
 
+def slot_attrs(slot_id: int, origin: str) -> dict[str, Any]:
+    """The user attributes that tie a trial to its slot, written with the trial."""
+    return {SLOT_ATTR: slot_id, ORIGIN_ATTR: origin}
+
+
 def start_trial(
     study: optuna.Study,
     *,
@@ -151,7 +159,7 @@ def start_trial(
         datetime_complete=None,
         params={},
         distributions={},
-        user_attrs={SLOT_ATTR: slot_id, ORIGIN_ATTR: origin, **(attrs or {})},
+        user_attrs={**slot_attrs(slot_id, origin), **(attrs or {})},
         system_attrs={"fixed_params": dict(fixed)} if fixed else {},
         intermediate_values={},
         trial_id=-1,
@@ -162,6 +170,50 @@ def start_trial(
     storage = study._storage
     trial_id = storage.create_new_trial(study._study_id, template_trial=template)
     return optuna.Trial(study, trial_id)
+
+
+def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
+    """The storage's id of a trial (what ``storage.get_trial`` and the slot's ``trial_id``
+    take). No public way: both classes keep it in ``_trial_id``."""
+    return trial._trial_id
+
+
+def tell(
+    storage: optuna.storages.BaseStorage,
+    trial_id: int,
+    state: TrialState,
+    value: float | None = None,
+) -> TrialState:
+    """End a RUNNING trial in one write, as ``Study.tell`` does after its checks: ``value`` for
+    a COMPLETE trial; a complete trial without a finite value fails, as ``Study.tell`` fails it.
+    No study or sampler is loaded: no sampler of the service acts after a trial (no
+    constraints), and the optimize loop that ``Study.stop`` ends is never run here.
+
+    Returns the state told.
+
+    Raises:
+        optuna.exceptions.UpdateFinishedTrialError: the trial had already finished.
+        KeyError: the trial no longer exists (its study was deleted).
+    """
+    values: list[float] | None = None
+    if state == TrialState.COMPLETE:
+        if value is None or not math.isfinite(value):
+            log.warning("trial %s is failed: its value %r is not a finite number", trial_id, value)
+            state = TrialState.FAIL
+        else:
+            values = [float(value)]
+    storage.set_trial_state_values(trial_id, state=state, values=values)
+    return state
+
+
+def as_told(trial: FrozenTrial, state: TrialState, value: float | None) -> FrozenTrial:
+    """A copy of ``trial`` (read while RUNNING) as :func:`tell` ended it, without reading it
+    again."""
+    ended = copy.deepcopy(trial)
+    ended.state = state
+    ended.values = [value] if state == TrialState.COMPLETE and value is not None else None
+    ended.datetime_complete = datetime.now()  # Optuna's convention: local time (never compared)
+    return ended
 
 
 def add_finished_trial(
@@ -202,7 +254,7 @@ def running_trials(storage: optuna.storages.BaseStorage, name: str) -> list[Froz
 
 def all_trials(storage: optuna.storages.BaseStorage, name: str) -> dict[int, FrozenTrial]:
     """Every trial of the Optuna study ``name`` by trial id (none when it no longer exists)."""
-    return {t._trial_id: t for t in _trials(storage, name, None)}
+    return {trial_id(t): t for t in _trials(storage, name, None)}
 
 
 def _trials(

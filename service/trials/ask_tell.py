@@ -25,6 +25,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 import sqlalchemy as sa
@@ -37,19 +38,17 @@ from service.errors import Conflict, StudyNotFound, TrialNotFound
 from service.store import optuna_bridge
 from service.store.database import Database, as_utc, db_now
 from service.store.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
+from service.trials import protocol
 from service.trials.guard import SlotGuard, SlotTakenBack
 from service.trials.lifecycle import (
     RECOVERY_HOLDER,
     Claim,
     Ending,
     claim_slot,
-    finish_slot,
     release_slot,
     renew_lease,
-    start_slot,
     still_held,
 )
-from service.trials.recovery import ending_of
 from service.vocabulary import (
     ACCEPTING_TRIALS,
     EXTERNAL_TASK,
@@ -79,13 +78,16 @@ _TOLD_OUTCOMES = {
 
 @dataclass(frozen=True)
 class AskTell:
-    """What ask/tell needs of the API process: the database, Optuna's storage (whose writes are
-    guarded by ``guard``) and the limits."""
+    """What ask/tell needs of the API process: the database, Optuna's storages (the writer's
+    writes guarded by ``guard``) and the limits."""
 
     db: Database
     storage: optuna.storages.BaseStorage
     guard: SlotGuard
     max_failed_trials: int | None = None
+    # Optuna's storage for reads (on SQLite its reads never take the write lock); the writer's
+    # when not given.
+    reader: optuna.storages.BaseStorage | None = None
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,17 @@ class _Slot:
 
 def external_study(at: AskTell, name: str) -> _Study:
     with at.db.read() as session:
-        study = session.scalar(sa.select(StudyRow).where(StudyRow.name == name))
+        study = session.execute(
+            sa.select(
+                StudyRow.id,
+                StudyRow.name,
+                StudyRow.task,
+                StudyRow.status,
+                StudyRow.pruner,
+                StudyRow.epochs,
+                StudyRow.seed,
+            ).where(StudyRow.name == name)
+        ).one_or_none()
         if study is None or study.status == StudyStatus.DELETING:
             raise StudyNotFound(name)
         if study.task != EXTERNAL_TASK:
@@ -209,10 +221,22 @@ def _start_trial(at: AskTell, claim: Claim, lease_seconds: float) -> AskOut:
     )
     fixed = optuna_bridge.fixed_params(space, claim.params) if claim.params else None
     phase = TrialPhase.of(claim.origin)
-    trial = optuna_bridge.start_trial(
+    chosen: dict[str, Any] = {}
+
+    def sample(trial: optuna.Trial) -> dict[str, Any]:
+        # The seed the client trains with: the same rule as a worker's (studies.seeds), from
+        # the study's seed and the trial's number, so a confirmation's seeds are fresh.
+        chosen["seed"] = training_seed(claim.seed or 0, trial.number)
+        trial.set_user_attr("seed", chosen["seed"])
+        values = sample_space(trial, space)
+        trial.set_user_attr("hyperparameters", values)
+        chosen["values"] = values
+        return values
+
+    trial = protocol.start(
+        at.db,
         study,
-        slot_id=claim.slot_id,
-        origin=claim.origin,
+        claim,
         fixed=fixed,
         attrs={
             "optimizer": claim.optimizer,
@@ -221,22 +245,9 @@ def _start_trial(at: AskTell, claim: Claim, lease_seconds: float) -> AskOut:
             **({"origin_source": claim.source} if claim.source else {}),
             **({"confirm_of_slot": claim.confirm_of} if claim.confirm_of is not None else {}),
         },
+        prepare=sample,
     )
-    # The seed the client trains with: the same rule as a worker's (studies.seeds), from the
-    # study's seed and the trial's number, so a confirmation's seeds are fresh and chosen here.
-    seed = training_seed(claim.seed or 0, trial.number)
-    trial.set_user_attr("seed", seed)
-    values = sample_space(trial, space)
-    trial.set_user_attr("hyperparameters", values)
-    if not start_slot(
-        at.db,
-        claim.slot_id,
-        claim.claim_token,
-        trial_id=trial._trial_id,
-        trial_number=trial.number,
-        params=values,
-    ):
-        raise SlotTakenBack(f"slot {claim.slot_id} was taken back before its trial started")
+    values, seed = chosen["values"], chosen["seed"]
     assert claim.lease_expires_at is not None
     return AskOut(
         study=claim.study_name,
@@ -253,47 +264,78 @@ def _start_trial(at: AskTell, claim: Claim, lease_seconds: float) -> AskOut:
 
 
 def _find_slot(at: AskTell, name: str, optimizer: str, number: int) -> tuple[_Study, _Slot]:
-    study = external_study(at, name)
-    label = f"trial {optimizer}/{number} of study {name!r}"
+    """The study and the slot of trial ``optimizer``/``number``: one read of one row when they
+    exist; the reads that explain why not only when they do not."""
     with at.db.read() as session:
-        pair = session.execute(
-            sa.select(StudyOptimizerRow.id, StudyOptimizerRow.optuna_study_name).where(
-                StudyOptimizerRow.study_id == study.id, StudyOptimizerRow.optimizer == optimizer
-            )
-        ).one_or_none()
-        if pair is None:
-            optimizers = session.scalars(
-                sa.select(StudyOptimizerRow.optimizer).where(StudyOptimizerRow.study_id == study.id)
-            ).all()
-            raise TrialNotFound(
-                f"study {name!r} has no optimizer {optimizer!r}; its optimizers are "
-                f"{sorted(optimizers)}"
-            )
         row = session.execute(
-            sa.select(TrialSlotRow, (TrialSlotRow.lease_expires_at < db_now()).label("expired"))
+            sa.select(
+                StudyRow.id.label("study_id"),
+                StudyRow.task,
+                StudyRow.status,
+                StudyRow.pruner,
+                StudyRow.epochs,
+                StudyRow.seed,
+                StudyOptimizerRow.optuna_study_name,
+                TrialSlotRow.id,
+                TrialSlotRow.claim_token,
+                TrialSlotRow.state,
+                TrialSlotRow.outcome,
+                TrialSlotRow.value,
+                TrialSlotRow.trial_id,
+                TrialSlotRow.lease_seconds,
+                TrialSlotRow.holder,
+                TrialSlotRow.origin,
+                (TrialSlotRow.lease_expires_at < db_now()).label("expired"),
+            )
+            .join(StudyOptimizerRow, TrialSlotRow.study_optimizer_id == StudyOptimizerRow.id)
+            .join(StudyRow, StudyOptimizerRow.study_id == StudyRow.id)
             .where(
-                TrialSlotRow.study_optimizer_id == pair.id,
+                StudyRow.name == name,
+                StudyOptimizerRow.optimizer == optimizer,
                 TrialSlotRow.trial_number == number,
             )
             .order_by(TrialSlotRow.id.desc())
             .limit(1)
         ).one_or_none()
-    if row is None or row[0].trial_id is None:
-        raise TrialNotFound(f"{label} not found; its trial numbers come from ask")
-    slot = row[0]
+    if (
+        row is None
+        or row.trial_id is None
+        or row.task != EXTERNAL_TASK
+        or row.status == StudyStatus.DELETING
+    ):
+        _no_such_slot(at, name, optimizer, number)
+    assert row is not None
+    study = _Study(row.study_id, name, StudyStatus(row.status), row.pruner, row.epochs, row.seed)
     return study, _Slot(
-        id=slot.id,
-        token=slot.claim_token,
-        state=SlotState(slot.state),
-        outcome=slot.outcome,
-        value=slot.value,
-        trial_id=slot.trial_id,
+        id=row.id,
+        token=row.claim_token,
+        state=SlotState(row.state),
+        outcome=row.outcome,
+        value=row.value,
+        trial_id=row.trial_id,
         trial_number=number,
-        lease_seconds=slot.lease_seconds or 0.0,
+        lease_seconds=row.lease_seconds or 0.0,
         expired=bool(row.expired),
-        optuna_study_name=pair.optuna_study_name,
-        taken_over=slot.holder == RECOVERY_HOLDER,
-        origin=slot.origin,
+        optuna_study_name=row.optuna_study_name,
+        taken_over=row.holder == RECOVERY_HOLDER,
+        origin=row.origin,
+    )
+
+
+def _no_such_slot(at: AskTell, name: str, optimizer: str, number: int) -> None:
+    """Raise why trial ``optimizer``/``number`` of study ``name`` cannot be found."""
+    study = external_study(at, name)
+    with at.db.read() as session:
+        optimizers = session.scalars(
+            sa.select(StudyOptimizerRow.optimizer).where(StudyOptimizerRow.study_id == study.id)
+        ).all()
+    if optimizer not in optimizers:
+        raise TrialNotFound(
+            f"study {name!r} has no optimizer {optimizer!r}; its optimizers are "
+            f"{sorted(optimizers)}"
+        )
+    raise TrialNotFound(
+        f"trial {optimizer}/{number} of study {name!r} not found; its trial numbers come from ask"
     )
 
 
@@ -428,51 +470,39 @@ def tell_outcome(
             f"the lease of {label} ran out before this tell; the trial is failed and its params "
             "go to the next ask"
         )
-    frozen = _tell_optuna(at, slot, told, value, label)
-    if told in (SlotOutcome.COMPLETE, SlotOutcome.PRUNED):
-        finish_slot(at.db, slot.id, ending_of(frozen), token=lease)
-    else:
-        release_slot(
-            at.db,
-            slot.id,
-            Ending(
-                SlotOutcome.FAILED,
-                params=optuna_bridge.recorded_hyperparameters(frozen),
-                reason="the client told the trial failed",
-                record=optuna_bridge.trial_record(frozen),
-            ),
-            token=lease,
-            max_failed_trials=at.max_failed_trials,
-        )
+    frozen = _end(at, slot, told, value, label)
     return _told(at, study, optimizer, number, state, frozen.value)
 
 
-def _tell_optuna(
+def _end(
     at: AskTell, slot: _Slot, told: SlotOutcome, value: float | None, label: str
 ) -> FrozenTrial:
-    state = TOLD_STATES[str(told)]
+    """Tell Optuna and end the slot (:func:`service.trials.protocol.end`); a retried tell whose
+    first attempt told Optuna but not the slot completes the slot."""
     try:
         with at.guard.holding(slot.id, slot.token or ""):
-            study = optuna_bridge.load_study(at.storage, slot.optuna_study_name)
-            return study.tell(
-                slot.trial_number, value if told == SlotOutcome.COMPLETE else None, state=state
+            frozen, _ = protocol.end(
+                at.db,
+                at.storage,
+                slot_id=slot.id,
+                token=slot.token,
+                trial_id=slot.trial_id,
+                state=TOLD_STATES[str(told)],
+                value=value if told == SlotOutcome.COMPLETE else None,
+                reason="the client told the trial failed",
+                max_failed_trials=at.max_failed_trials,
+                reader=at.reader,
             )
     except SlotTakenBack as exc:
         raise Conflict(f"{label} ended meanwhile (its lease ran out); ask again") from exc
-    except (optuna.exceptions.UpdateFinishedTrialError, ValueError, KeyError) as exc:
-        # Study.tell refuses a finished trial (ValueError before it writes, or Optuna's own
-        # error if it finished meanwhile): an earlier attempt of this tell, or recovery. A
-        # trial (or study: KeyError) that is gone was purged by a delete.
-        frozen = optuna_bridge.get_trial(at.storage, slot.trial_id)
-        if frozen is None:
-            raise Conflict(f"{label} ended meanwhile: its study is being deleted") from exc
-        if not frozen.state.is_finished():
-            raise
-        if frozen.state == state and (state != TrialState.COMPLETE or frozen.value == value):
-            return frozen  # told by an earlier attempt whose slot update did not happen
+    except protocol.TrialGone as exc:
+        # Purged by a delete.
+        raise Conflict(f"{label} ended meanwhile: its study is being deleted") from exc
+    except protocol.EndedOtherwise as exc:
         raise Conflict(
-            f"{label} already ended as {frozen.state.name.lower()}; a trial is told once"
+            f"{label} already ended as {exc.trial.state.name.lower()}; a trial is told once"
         ) from None
+    return frozen
 
 
 def _still_held(at: AskTell, slot_id: int, token: str) -> bool:

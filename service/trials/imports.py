@@ -11,7 +11,7 @@ the catalogue and the warm starts of later studies all see it, with origin ``imp
 2. then, per trial: a slot of its optimizer is claimed (:func:`service.trials.lifecycle.claim_slot`,
    bringing its own config), its Optuna trial is created finished in one write (``add_trial``,
    guarded by the slot, :mod:`service.trials.guard`), and the slot is started and finished with
-   the trial's record.
+   the trial's record, by the one trial protocol (:mod:`service.trials.protocol`).
 
 Each trial is imported whole or not at all. A request that fails part way (a client racing for
 the last slots, the study stopped, the database gone) has imported the trials before the failing
@@ -34,10 +34,9 @@ from optim_core.spaces import Dimension, Fixed, sample_space, space_from_json
 from service.errors import Conflict, FieldError, InvalidRequest
 from service.store import optuna_bridge
 from service.store.tables import StudyOptimizerRow
+from service.trials import protocol
 from service.trials.ask_tell import AskTell, external_study, starting
-from service.trials.guard import SlotTakenBack
-from service.trials.lifecycle import claim_slot, finish_slot, start_slot
-from service.trials.recovery import ending_of
+from service.trials.lifecycle import claim_slot
 from service.vocabulary import ACCEPTING_TRIALS, ConfigOrigin
 from studies.warm_start import fit_to_space
 
@@ -268,28 +267,12 @@ def _import_one(at: AskTell, study_id: int, item: _Prepared) -> ImportedTrial:
         )
     taken_back = "the study was deleted or stopped while the trials were imported"
     with starting(at, claim, failure="the import of this trial failed", taken_back=taken_back):
-        added = optuna_bridge.add_finished_trial(
-            at.storage,
-            item.optuna_study_name,
-            item.frozen(
-                {
-                    optuna_bridge.SLOT_ATTR: claim.slot_id,
-                    optuna_bridge.ORIGIN_ATTR: ConfigOrigin.IMPORT,
-                    "worker": IMPORT_HOLDER,
-                }
-            ),
+        attrs = optuna_bridge.slot_attrs(claim.slot_id, ConfigOrigin.IMPORT)
+        added = protocol.start_finished(
+            at.db, at.storage, claim, item.frozen({**attrs, "worker": IMPORT_HOLDER}), item.values
         )
-        if added is None:
-            raise SlotTakenBack(f"the Optuna study of slot {claim.slot_id} was deleted")
-        if not start_slot(
-            at.db,
-            claim.slot_id,
-            claim.claim_token,
-            trial_id=added._trial_id,
-            trial_number=added.number,
-            params=item.values,
-        ):
-            raise SlotTakenBack(f"slot {claim.slot_id} was taken back before its trial started")
-    if not finish_slot(at.db, claim.slot_id, ending_of(added), token=claim.claim_token):
+    if not protocol.end_as(
+        at.db, claim.slot_id, protocol.ending_of(added), token=claim.claim_token
+    ):
         raise Conflict(taken_back)
     return ImportedTrial(item.optimizer, added.number)

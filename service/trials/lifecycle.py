@@ -699,7 +699,10 @@ def revoke_study(db: Database, name: str) -> int:
     """Begin deleting a study: it becomes ``deleting`` (no new claims, the name stays taken) and
     every held slot is taken back from its holder, whose next guarded write misses.
 
-    Returns the study's id.
+    Each held slot goes held -> released (``revoked``) as :func:`release_slot` releases one, with
+    the same counters (``running`` and ``claimed`` down, ``failed`` up), so the study's figures
+    and /metrics stay right while the study waits in ``deleting``. A revoked config is never
+    offered again. Returns the study's id.
 
     Raises:
         StudyNotFound: no such study.
@@ -708,14 +711,16 @@ def revoke_study(db: Database, name: str) -> int:
         study = session.scalar(sa.select(StudyRow).where(StudyRow.name == name))
         if study is None:
             raise StudyNotFound(name)
-        set_study_status(session, study.id, StudyStatus.DELETING)
-        held = session.execute(
+        # Slots, then optimizer rows, then the study: the order in which every other change
+        # of a slot takes its locks (finish_slot, release_slot; a claim: optimizer, study), so
+        # a delete racing them on PostgreSQL waits its turn and never deadlocks.
+        revoked = session.execute(
             sa.update(TrialSlotRow)
             .where(
                 TrialSlotRow.study_optimizer_id.in_(
                     sa.select(StudyOptimizerRow.id).where(StudyOptimizerRow.study_id == study.id)
                 ),
-                TrialSlotRow.state.in_([str(s) for s in HELD_SLOT_STATES]),
+                TrialSlotRow.state.in_(_sources(SlotState.RELEASED)),
             )
             .values(
                 state=SlotState.RELEASED,
@@ -723,7 +728,23 @@ def revoke_study(db: Database, name: str) -> int:
                 reason="the study is being deleted",
                 ended_at=db_now(),
             )
-        ).rowcount
-        if held:
+            .returning(TrialSlotRow.study_optimizer_id)
+        ).scalars()
+        per_pair: dict[int, int] = {}
+        for pair_id in revoked:
+            per_pair[pair_id] = per_pair.get(pair_id, 0) + 1
+        for pair_id, count in sorted(per_pair.items()):
+            session.execute(
+                sa.update(StudyOptimizerRow)
+                .where(StudyOptimizerRow.id == pair_id)
+                .values(
+                    claimed=StudyOptimizerRow.claimed - count,
+                    running=StudyOptimizerRow.running - count,
+                    failed=StudyOptimizerRow.failed + count,
+                )
+            )
+        set_study_status(session, study.id, StudyStatus.DELETING)
+        if per_pair:
+            held = sum(per_pair.values())
             log.info("study %s: %d running trial(s) taken back for the delete", name, held)
         return study.id

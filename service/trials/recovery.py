@@ -12,8 +12,8 @@ the API in the background. It finds:
    e.g. a worker killed between creating its trial and recording it on its slot. They are failed.
 
 Every change goes through :mod:`service.trials.lifecycle`, conditional on the slot's state, so a
-holder
-that wakes up and a reaper never both end a slot.
+holder that wakes up and a reaper never both end a slot; a trial is ended by the same protocol as
+every holder's (:func:`service.trials.protocol.end`).
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from optuna.trial import FrozenTrial, TrialState
 from service.store import optuna_bridge
 from service.store.database import Database, db_now
 from service.store.tables import StudyOptimizerRow, StudyRow, TrialSlotRow, WorkerRow
+from service.trials import protocol
 from service.trials.lifecycle import (
     Ending,
     fill_in_finished,
-    finish_slot,
     release_slot,
     silent_holder,
     take_over,
@@ -117,29 +117,43 @@ def _settle(
     token = take_over(db, stale.slot_id, grace_period=grace_period)
     if token is None:
         return None  # it beat in time, or ended meanwhile
-    trial = None if stale.trial_id is None else optuna_bridge.get_trial(storage, stale.trial_id)
-    if trial is not None and trial.state == TrialState.RUNNING:
-        trial = optuna_bridge.fail_trial(storage, trial._trial_id)
-    if trial is not None and trial.state in optuna_bridge.FINISHED_TRIAL_STATES:
-        # Optuna was told, then the holder died (or its lease ran out) before its slot was.
-        if not finish_slot(db, stale.slot_id, ending_of(trial), token=token):
-            return None
-        log.info("slot %s: its trial had ended %s; counted", stale.slot_id, trial.state.name)
-        return SlotState.FINISHED
     if stale.leased:
-        ending = Ending(SlotOutcome.EXPIRED, reason="the lease ran out without a tell")
+        outcome, reason = SlotOutcome.EXPIRED, "the lease ran out without a tell"
     else:
-        ending = Ending(
-            SlotOutcome.LOST, reason=f"worker {stale.holder} stopped sending heartbeats"
-        )
-    if trial is not None:
-        ending = Ending(
-            ending.outcome,
-            params=optuna_bridge.recorded_hyperparameters(trial),
-            reason=ending.reason,
-        )
+        outcome, reason = SlotOutcome.LOST, f"worker {stale.holder} stopped sending heartbeats"
+    if stale.trial_id is not None:
+        try:
+            # A RUNNING trial is failed; one that ended is taken as it ended: Optuna was told,
+            # then the holder died (or its lease ran out) before its slot was.
+            trial, ended = protocol.end(
+                db,
+                storage,
+                slot_id=stale.slot_id,
+                token=token,
+                trial_id=stale.trial_id,
+                state=TrialState.FAIL,
+                failed=outcome,
+                reason=reason,
+                max_failed_trials=max_failed_trials,
+                settle=True,
+            )
+        except protocol.TrialGone:
+            pass  # purged with its study: the slot is released below
+        else:
+            if not ended:
+                return None
+            if trial.state in optuna_bridge.FINISHED_TRIAL_STATES:
+                log.info(
+                    "slot %s: its trial had ended %s; counted", stale.slot_id, trial.state.name
+                )
+                return SlotState.FINISHED
+            return SlotState.RELEASED
     if not release_slot(
-        db, stale.slot_id, ending, token=token, max_failed_trials=max_failed_trials
+        db,
+        stale.slot_id,
+        Ending(outcome, reason=reason),
+        token=token,
+        max_failed_trials=max_failed_trials,
     ):
         return None
     return SlotState.RELEASED
@@ -153,30 +167,6 @@ def database_stalled(db: Database) -> bool:
     with db.write() as session:
         session.execute(sa.select(db_now()))
     return time.monotonic() - started > STALL_SECONDS
-
-
-def ending_of(trial: FrozenTrial) -> Ending:
-    """The slot ending that records a finished Optuna trial."""
-    attrs = trial.user_attrs
-    test_value = attrs.get("test_value")
-    test_metrics = attrs.get("test_metrics")
-    if trial.state == TrialState.COMPLETE:
-        return Ending(
-            SlotOutcome.COMPLETE,
-            value=trial.value,
-            test_value=test_value if isinstance(test_value, int | float) else None,
-            test_metrics=test_metrics if isinstance(test_metrics, dict) else None,
-            params=optuna_bridge.hyperparameters(trial),
-            record=optuna_bridge.trial_record(trial),
-        )
-    if trial.state == TrialState.PRUNED:
-        return Ending(
-            SlotOutcome.PRUNED,
-            params=optuna_bridge.hyperparameters(trial),
-            reason=attrs.get("pruned_reason"),
-            record=optuna_bridge.trial_record(trial),
-        )
-    raise ValueError(f"trial {trial.number} is {trial.state.name}, not finished")
 
 
 def fail_orphaned_trials(db: Database, storage: optuna.storages.BaseStorage) -> int:
@@ -195,9 +185,10 @@ def fail_orphaned_trials(db: Database, storage: optuna.storages.BaseStorage) -> 
         owners = _held_slot_ids(db, running)
         for trial in running:
             slot = optuna_bridge.slot_of(trial)
-            if (slot is not None and slot in owners) or trial._trial_id in owners.values():
+            trial_id = optuna_bridge.trial_id(trial)
+            if (slot is not None and slot in owners) or trial_id in owners.values():
                 continue
-            if optuna_bridge.fail_trial(storage, trial._trial_id) is not None:
+            if optuna_bridge.fail_trial(storage, trial_id) is not None:
                 failed += 1
                 log.warning("failed orphaned trial %s #%d (slot %s)", name, trial.number, slot)
     return failed
@@ -207,7 +198,7 @@ def _held_slot_ids(db: Database, trials: Sequence[FrozenTrial]) -> dict[int, int
     """Of the slots these trials name (or that name these trials), the held ones:
     ``{slot id: trial id}``."""
     slot_ids = [s for s in (optuna_bridge.slot_of(t) for t in trials) if s is not None]
-    trial_ids = [t._trial_id for t in trials]
+    trial_ids = [optuna_bridge.trial_id(t) for t in trials]
     with db.read() as session:
         rows = session.execute(
             sa.select(TrialSlotRow.id, TrialSlotRow.trial_id).where(
@@ -246,6 +237,6 @@ def backfill_slots(db: Database, storage: optuna.storages.BaseStorage) -> int:
         trial = optuna_bridge.get_trial(storage, trial_id)
         if trial is None or trial.state not in optuna_bridge.FINISHED_TRIAL_STATES:
             continue
-        if fill_in_finished(db, slot_id, ending_of(trial)):
+        if fill_in_finished(db, slot_id, protocol.ending_of(trial)):
             filled += 1
     return filled

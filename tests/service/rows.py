@@ -17,7 +17,8 @@ from optim_core.spaces import sample_space, space_from_json
 from service.store import optuna_bridge
 from service.store.database import Database, db_now
 from service.store.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
-from service.trials.lifecycle import Claim, claim_slot, start_slot
+from service.trials import protocol
+from service.trials.lifecycle import Claim, claim_slot
 from service.vocabulary import StudyStatus
 
 
@@ -36,6 +37,7 @@ def add_study(
         study = StudyRow(
             name=name,
             task=task,
+            model=task,
             metric="val_accuracy",
             direction=direction,
             epochs=2,
@@ -113,22 +115,20 @@ def start(
     record: bool = True,
 ) -> optuna.Trial:
     """Start the slot's Optuna trial as a worker does (carrying ``hpt_slot``), suggest
-    ``params`` (or sample an lr), and record it on the slot unless ``record`` is false."""
+    ``params`` (or sample an lr), and record it on the slot (:func:`service.trials.protocol.
+    start`) unless ``record`` is false (a holder that died before recording it)."""
     study = optuna_bridge.load_study(storage, slot.optuna_study_name)
-    trial = optuna_bridge.start_trial(
-        study, slot_id=slot.slot_id, origin=slot.origin, fixed=params or slot.params
-    )
-    values = {"lr": trial.suggest_float("lr", 1e-5, 1e-1, log=True)}
-    trial.set_user_attr("hyperparameters", values)
+    fixed = params or slot.params
+
+    def suggest(trial: optuna.Trial) -> dict[str, Any]:
+        values = {"lr": trial.suggest_float("lr", 1e-5, 1e-1, log=True)}
+        trial.set_user_attr("hyperparameters", values)
+        return values
+
     if record:
-        assert start_slot(
-            db,
-            slot.slot_id,
-            slot.claim_token,
-            trial_id=trial._trial_id,
-            trial_number=trial.number,
-            params=values,
-        )
+        return protocol.start(db, study, slot, fixed=fixed, prepare=suggest)
+    trial = optuna_bridge.start_trial(study, slot_id=slot.slot_id, origin=slot.origin, fixed=fixed)
+    suggest(trial)
     return trial
 
 
@@ -138,17 +138,13 @@ def start_sampled(
     """Start the slot's trial as ask/tell does: its whole space sampled, recorded on the slot."""
     space = space_from_json(slot.search_space, OPTIMIZERS[slot.optimizer].domains)
     study = optuna_bridge.load_study(storage, slot.optuna_study_name)
-    trial = optuna_bridge.start_trial(study, slot_id=slot.slot_id, origin=slot.origin)
-    values = sample_space(trial, space)
-    assert start_slot(
-        db,
-        slot.slot_id,
-        slot.claim_token,
-        trial_id=trial._trial_id,
-        trial_number=trial.number,
-        params=values,
-    )
-    return trial, values
+    sampled: dict[str, Any] = {}
+
+    def sample(trial: optuna.Trial) -> dict[str, Any]:
+        sampled.update(sample_space(trial, space))
+        return sampled
+
+    return protocol.start(db, study, slot, prepare=sample), sampled
 
 
 def study_id_of(db: Database, name: str) -> int:

@@ -22,9 +22,9 @@ from service.store.database import Database
 from service.store.tables import StudyOptimizerRow, StudyRow, TrialSlotRow
 from service.studies.defaults import DEFAULT_CONFIRM
 from service.studies.progress import estimate_eta
-from service.trials.lifecycle import Claim, Ending, _claim_in, finish_slot, release_slot, start_slot
-from service.trials.recovery import ending_of
-from service.vocabulary import SlotOutcome, StudyStatus
+from service.trials import protocol
+from service.trials.lifecycle import Claim, _claim_in, start_slot
+from service.vocabulary import StudyStatus
 from service.worker import Worker
 from tests.helpers import wait_until
 
@@ -108,29 +108,27 @@ def record_trial(
     storage = client.app.state.writer_storage
     claim = claim_of(client, optuna_study_name)
     study = optuna_bridge.load_study(storage, optuna_study_name)
-    trial = optuna_bridge.start_trial(study, slot_id=claim.slot_id, origin=claim.origin)
-    trial.set_user_attr("hyperparameters", values)
-    assert start_slot(
-        db,
-        claim.slot_id,
-        claim.claim_token,
-        trial_id=trial._trial_id,
-        trial_number=trial.number,
-        params=values,
-    )
+
+    def record_values(trial: optuna.Trial) -> dict[str, Any]:
+        trial.set_user_attr("hyperparameters", values)
+        return values
+
+    trial = protocol.start(db, study, claim, prepare=record_values)
     trial.set_user_attr("test_value", value - 0.01)
     trial.set_user_attr("test_metrics", {"test_accuracy": value - 0.01})
     trial.set_user_attr("curves", {"val_accuracy": [value / 2, value]})
     trial.report(value, 1)
-    if state == optuna.trial.TrialState.COMPLETE:
-        frozen = study.tell(trial, value)
-    else:
-        frozen = study.tell(trial, state=state)
-    if state == optuna.trial.TrialState.FAIL:
-        ending = Ending(SlotOutcome.FAILED, params=values, reason="the trial raised")
-        assert release_slot(db, claim.slot_id, ending, token=claim.claim_token)
-    else:
-        assert finish_slot(db, claim.slot_id, ending_of(frozen), token=claim.claim_token)
+    _, ended = protocol.end(
+        db,
+        storage,
+        slot_id=claim.slot_id,
+        token=claim.claim_token,
+        trial_id=optuna_bridge.trial_id(trial),
+        state=state,
+        value=value if state == optuna.trial.TrialState.COMPLETE else None,
+        reason="the trial raised",
+    )
+    assert ended
     return claim
 
 

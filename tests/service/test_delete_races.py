@@ -21,7 +21,7 @@ from service.store.database import Database, make_optuna_storage
 from service.studies import admin as study_admin
 from service.studies import best_configs, progress
 from service.studies.admin import delete_study
-from service.trials import ask_tell
+from service.trials import ask_tell, protocol
 from tests.service.test_api_asktell import STUDY, create_external, make_client
 
 OK_WHEN_DELETED = {404, 409}
@@ -140,22 +140,24 @@ def test_report_deleted_after_intermediate_value_written(
     check(response, OK_WHEN_DELETED)
 
 
-def test_tell_deleted_before_optuna_load(
+def test_tell_deleted_before_optuna_read(
     client: TestClient, race: Callable[[], None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The slot was read, then the delete, then the tell reads the trial: it is gone."""
     create_external(client, n_trials=3)
     trial = ask(client)
-    before(optuna_bridge, "load_study", monkeypatch, race)
+    before(optuna_bridge, "get_trial", monkeypatch, race)
     response = client.post(url(trial, "tell"), json={"lease": trial["lease"], "value": 0.5})
     check(response, OK_WHEN_DELETED)
 
 
-def test_tell_deleted_after_optuna_load(
+def test_tell_deleted_before_optuna_told(
     client: TestClient, race: Callable[[], None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The trial was read, then the delete, then the tell's guarded write."""
     create_external(client, n_trials=3)
     trial = ask(client)
-    after(optuna_bridge, "load_study", monkeypatch, race)
+    before(optuna_bridge, "tell", monkeypatch, race)
     response = client.post(url(trial, "tell"), json={"lease": trial["lease"], "value": 0.5})
     check(response, OK_WHEN_DELETED)
 
@@ -166,7 +168,7 @@ def test_tell_deleted_after_optuna_told(
     """Optuna told, slot not yet finished: finish_slot finds no slot; the answer is 200."""
     create_external(client, n_trials=3)
     trial = ask(client)
-    after(optuna.Study, "tell", monkeypatch, race)
+    after(optuna_bridge, "tell", monkeypatch, race)
     response = client.post(url(trial, "tell"), json={"lease": trial["lease"], "value": 0.5})
     check(response, {200, 404})
 
@@ -174,26 +176,19 @@ def test_tell_deleted_after_optuna_told(
 def test_retried_tell_deleted_after_refused_tell(
     client: TestClient, race: Callable[[], None], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A retried tell whose first attempt told Optuna but not the slot: Study.tell refuses, and
-    the except branch reads the trial with a raw storage.get_trial."""
+    """A retried tell whose first attempt told Optuna but not the slot: the protocol reads the
+    trial back to accept it, and finds it purged."""
     create_external(client, n_trials=3)
     trial = ask(client)
-    real_finish = ask_tell.finish_slot
+    real_finish = protocol.finish_slot
     # The first tell tells Optuna, then its slot update does not happen (the slot stays held).
-    monkeypatch.setattr(ask_tell, "finish_slot", lambda *a, **k: False)
+    monkeypatch.setattr(protocol, "finish_slot", lambda *a, **k: False)
     response = client.post(url(trial, "tell"), json={"lease": trial["lease"], "value": 0.5})
     assert response.status_code == 200, response.text
-    monkeypatch.setattr(ask_tell, "finish_slot", real_finish)
-    real_tell = optuna.Study.tell
-
-    def refuse_then_delete(self: optuna.Study, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return real_tell(self, *args, **kwargs)
-        except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
-            race()
-            raise
-
-    monkeypatch.setattr(optuna.Study, "tell", refuse_then_delete)
+    monkeypatch.setattr(protocol, "finish_slot", real_finish)
+    # The retried tell reads the trial back (finished: Optuna is not told again); the delete
+    # purges it just before.
+    before(optuna_bridge, "get_trial", monkeypatch, race)
     response = client.post(url(trial, "tell"), json={"lease": trial["lease"], "value": 0.5})
     check(response, OK_WHEN_DELETED)
 

@@ -131,7 +131,7 @@ def test_orphans_are_failed_and_live_trials_are_not_on_any_time_zone(
         with server.client() as api:
             done = wait_for_status(api, "orphans", STUDY_TIMEOUT, processes=[worker])
         assert done["status"] == "completed"
-        assert storage.get_trial(orphan._trial_id).state == TrialState.FAIL
+        assert storage.get_trial(optuna_bridge.trial_id(orphan)).state == TrialState.FAIL
         # Every trial the live worker ran under that time zone completed: none was taken for an
         # orphan because of its local start time.
         states = assert_exact_trials(database_url, "orphans", ["sgd"], 3, failed=1)

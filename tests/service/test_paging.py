@@ -21,7 +21,7 @@ from service.store.database import Database, make_optuna_storage
 from service.studies import best_configs, progress, trial_list
 from service.studies.admin import create_study
 from service.studies.requests import StudyRequest
-from service.trials import lifecycle, recovery
+from service.trials import lifecycle, protocol
 from service.vocabulary import TrialState
 from tests.service.rows import start_sampled, study_id_of
 
@@ -69,7 +69,7 @@ def run_trials(db: Database, storage: Any, name: str, count: int) -> None:
         trial, _ = start_sampled(db, storage, claim)
         frozen = trial.study.tell(trial.number, float(i % 7))
         assert lifecycle.finish_slot(
-            db, claim.slot_id, recovery.ending_of(frozen), token=claim.claim_token
+            db, claim.slot_id, protocol.ending_of(frozen), token=claim.claim_token
         )
 
 

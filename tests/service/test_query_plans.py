@@ -30,7 +30,7 @@ from service.store.database import Database, make_optuna_storage
 from service.studies import best_configs, progress, trial_list
 from service.studies.admin import create_study
 from service.studies.requests import StudyRequest
-from service.trials import lifecycle, recovery
+from service.trials import lifecycle, protocol, recovery
 from service.trials.lifecycle import Ending
 from service.vocabulary import SlotOutcome, TrialState
 from tests.service.rows import start_sampled, study_id_of
@@ -160,7 +160,7 @@ def history(db: Database) -> Iterator[optuna.storages.RDBStorage]:
             else:
                 frozen = study.tell(trial.number, float(i))
             assert lifecycle.finish_slot(
-                db, claim.slot_id, recovery.ending_of(frozen), token=claim.claim_token
+                db, claim.slot_id, protocol.ending_of(frozen), token=claim.claim_token
             )
     yield storage
     storage.engine.dispose()
@@ -187,9 +187,7 @@ def _trials_unfiltered(db: Database, storage: Any) -> None:
 
 
 def _catalogue_best(db: Database, storage: Any) -> None:
-    found = best_configs.best_for_task(
-        db, task="external", model="history", metric="loss", limit=1
-    )
+    found = best_configs.best_for_task(db, task="external", model="history", metric="loss", limit=1)
     assert {b.optimizer for b in found.optimizers} == {"sgd", "adam"}
     assert found.studies == ["newer"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import optuna
 import pytest
@@ -18,9 +19,10 @@ from optuna.trial import TrialState
 from service.store import optuna_bridge
 from service.store.database import Database, db_now, make_optuna_storage
 from service.store.tables import StudyOptimizerRow
+from service.trials import protocol
 from service.trials.guard import SlotGuard, SlotTakenBack
-from service.trials.lifecycle import Ending, finish_slot, release_slot, start_slot
-from service.trials.recovery import Recovered, ending_of, fail_orphaned_trials, recover
+from service.trials.lifecycle import Ending, finish_slot, release_slot
+from service.trials.recovery import Recovered, fail_orphaned_trials, recover
 from service.vocabulary import EXTERNAL_TASK, ConfigOrigin, SlotOutcome, SlotState, StudyStatus
 from tests.service.rows import (
     add_study,
@@ -46,7 +48,7 @@ def storage(db: Database) -> Iterator[optuna.storages.RDBStorage]:
 
 
 def trial_state(storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> TrialState:
-    return storage.get_trial(trial._trial_id).state
+    return storage.get_trial(optuna_bridge.trial_id(trial)).state
 
 
 def test_a_silent_holders_slot_is_released_and_its_trial_failed(
@@ -112,7 +114,9 @@ def test_a_slot_whose_trial_ended_is_finished_from_it_not_released(
     assert trial_state(storage, trial) == state, "a finished trial is never failed"
     row = slot_row(db, slot.slot_id)
     assert row.state == SlotState.FINISHED
-    assert row.params == storage.get_trial(trial._trial_id).user_attrs["hyperparameters"]
+    assert (
+        row.params == storage.get_trial(optuna_bridge.trial_id(trial)).user_attrs["hyperparameters"]
+    )
     done = counters(db, study_id, "sgd")
     assert (done["claimed"], done["running"], done["finished"], done["failed"]) == (1, 0, 1, 0)
     if state == TrialState.COMPLETE:
@@ -144,7 +148,12 @@ def test_orphaned_running_trials_are_failed_and_held_ones_never_touched(
     # ... and a held slot whose trial carries no hpt_slot: it is known by its trial id.
     recorded = claim(db)
     recorded_trial = study.ask()
-    set_slot(db, recorded.slot_id, state=SlotState.RUNNING, trial_id=recorded_trial._trial_id)
+    set_slot(
+        db,
+        recorded.slot_id,
+        state=SlotState.RUNNING,
+        trial_id=optuna_bridge.trial_id(recorded_trial),
+    )
     # A RUNNING trial nobody ever recorded (hpt_slot names no slot).
     never_recorded = optuna_bridge.start_trial(study, slot_id=10**9, origin="sampler")
     # Trials of another Optuna study that is not ours are left alone.
@@ -200,7 +209,7 @@ def test_an_expired_lease_fails_its_trial_and_offers_its_params_again(
     assert slot_row(db, told.slot_id).state == SlotState.FINISHED
     done = counters(db, study_id, "adam")
     assert (done["claimed"], done["finished"], done["failed"], done["running"]) == (1, 1, 1, 0)
-    late_params = storage.get_trial(late_trial._trial_id).params
+    late_params = storage.get_trial(optuna_bridge.trial_id(late_trial)).params
     assert pairs(db, study_id)["adam"].planned_configs == [
         {"params": row.params, "origin": ConfigOrigin.RETRY}
     ]
@@ -229,17 +238,13 @@ def test_a_planned_config_killed_before_it_was_recorded_runs_again_whole(
     slot = claim(db, "dead-worker")
     assert slot is not None and slot.params == config
     study = optuna_bridge.load_study(storage, slot.optuna_study_name)
-    trial = optuna_bridge.start_trial(study, slot_id=slot.slot_id, origin=slot.origin)
-    for name in suggested:
-        trial.suggest_float(name, 1e-4, 0.5, log=True)
-    assert start_slot(
-        db,
-        slot.slot_id,
-        slot.claim_token,
-        trial_id=trial._trial_id,
-        trial_number=0,
-        params=slot.params,
-    )
+
+    def suggest(trial: optuna.Trial) -> dict[str, Any]:
+        for name in suggested:
+            trial.suggest_float(name, 1e-4, 0.5, log=True)
+        return slot.params
+
+    trial = protocol.start(db, study, slot, prepare=suggest)
     silence(db, slot.slot_id, 10 * GRACE)
 
     assert recover(db, storage, grace_period=GRACE) == Recovered(released=1)
@@ -274,7 +279,6 @@ def test_recovery_racing_holders_ends_each_slot_exactly_once(
         # Optuna holds (recovery may have failed the trial first); a slot taken back is let go.
         own_storage = make_optuna_storage(db.url)
         guard = SlotGuard.install(own_storage.engine)
-        own_study = optuna_bridge.load_study(own_storage, "race/sgd")
         try:
             start_line.wait()
             for index, (slot, trial) in enumerate(zip(slots, trials, strict=True)):
@@ -282,17 +286,18 @@ def test_recovery_racing_holders_ends_each_slot_exactly_once(
                 value = 0.5 if state == TrialState.COMPLETE else None
                 try:
                     with guard.holding(slot.slot_id, slot.claim_token):
-                        own_study.tell(trial._trial_id, value, state=state)
-                except SlotTakenBack:
-                    continue
-                except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
-                    pass  # recovery ended the trial first ("Cannot tell a FAIL trial")
-                frozen = own_storage.get_trial(trial._trial_id)
-                if frozen.state == TrialState.COMPLETE:
-                    ended = finish_slot(db, slot.slot_id, ending_of(frozen), token=slot.claim_token)
-                else:
-                    ending = Ending(SlotOutcome.FAILED, reason="raised")
-                    ended = release_slot(db, slot.slot_id, ending, token=slot.claim_token)
+                        _, ended = protocol.end(
+                            db,
+                            own_storage,
+                            slot_id=slot.slot_id,
+                            token=slot.claim_token,
+                            trial_id=optuna_bridge.trial_id(trial),
+                            state=state,
+                            value=value,
+                            reason="raised",
+                        )
+                except (SlotTakenBack, protocol.EndedOtherwise):
+                    continue  # recovery took the slot, or failed the trial, first
                 if ended:
                     holder_ended.append(slot.slot_id)
         except Exception as exc:
@@ -349,10 +354,7 @@ def test_a_lost_workers_sampled_config_is_offered_again(
     create_optuna_studies(storage, "sampled", ("sgd",))
     slot = claim(db, "killed-worker")
     study = optuna_bridge.load_study(storage, slot.optuna_study_name)
-    trial = optuna_bridge.start_trial(study, slot_id=slot.slot_id, origin=slot.origin)
-    assert start_slot(
-        db, slot.slot_id, slot.claim_token, trial_id=trial._trial_id, trial_number=0, params={}
-    )
+    trial = protocol.start(db, study, slot)  # as a worker: the claim's params (none)
     sampled = {"lr": trial.suggest_float("lr", 1e-5, 1e-1, log=True)}
     trial.set_user_attr("hyperparameters", sampled)
     silence(db, slot.slot_id, 10 * GRACE)

@@ -25,6 +25,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 
+from service.store import optuna_bridge
 from service.store.database import Database
 from service.store.migrate import VERSION_TABLE, head_revision
 from service.store.tables import Base
@@ -74,7 +75,7 @@ def _old_trial(
         study.tell(trial, value)
     elif state != optuna.trial.TrialState.RUNNING:
         study.tell(trial, state=state)
-    return study._storage.get_trial(trial._trial_id)
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
 
 
 def write_first_release_studies(url: str) -> dict[str, Any]:
@@ -152,7 +153,7 @@ def write_first_release_studies(url: str) -> dict[str, Any]:
                             holder="old-worker-1",
                             state="finished" if result is not None else "released",
                             ordinal=ordinal,
-                            trial_id=frozen._trial_id,
+                            trial_id=optuna_bridge.trial_id(frozen),
                             trial_number=frozen.number,
                             claimed_at=_utcnow(-300 + ordinal),
                             ended_at=_utcnow(-200 + ordinal),
@@ -220,7 +221,7 @@ def write_first_release_studies(url: str) -> dict[str, Any]:
                         holder="ask/tell",
                         state=state,
                         ordinal=ordinal,
-                        trial_id=frozen._trial_id,
+                        trial_id=optuna_bridge.trial_id(frozen),
                         trial_number=frozen.number,
                         lease_token=token,
                         lease_expires_at=expires,

@@ -42,12 +42,12 @@ def test_writes_pass_while_the_slot_is_held_and_fail_once_it_is_taken_back(
     assert release_slot(db, slot.slot_id, Ending(SlotOutcome.LOST), token=slot.claim_token)
     with pytest.raises(SlotTakenBack), guard.holding(slot.slot_id, slot.claim_token):
         optuna_bridge.load_study(storage, "guarded/sgd").tell(trial, 0.9)
-    frozen = storage.get_trial(trial._trial_id)
+    frozen = storage.get_trial(optuna_bridge.trial_id(trial))
     assert frozen.state == TrialState.RUNNING and frozen.intermediate_values == {1: 0.5}, (
         "the refused writes left nothing behind"
     )
     # Outside a holding block (recovery, the API's own writes) nothing is checked.
-    assert optuna_bridge.fail_trial(storage, trial._trial_id).state == TrialState.FAIL
+    assert optuna_bridge.fail_trial(storage, optuna_bridge.trial_id(trial)).state == TrialState.FAIL
 
 
 def test_a_revoked_study_refuses_its_workers_writes_and_other_threads_are_unaffected(
@@ -83,5 +83,5 @@ def test_a_revoked_study_refuses_its_workers_writes_and_other_threads_are_unaffe
 
     assert isinstance(outcomes["deleted"], SlotTakenBack)
     assert outcomes["kept"] == "written"
-    assert storage.get_trial(doomed_trial._trial_id).intermediate_values == {}
-    assert storage.get_trial(kept_trial._trial_id).intermediate_values == {1: 1.0}
+    assert storage.get_trial(optuna_bridge.trial_id(doomed_trial)).intermediate_values == {}
+    assert storage.get_trial(optuna_bridge.trial_id(kept_trial)).intermediate_values == {1: 1.0}

@@ -303,12 +303,18 @@ def test_a_worker_telling_a_trial_recovery_already_failed_lets_the_slot_go(
     try:
         study = optuna_bridge.load_study(worker.storage, "woken/sgd")
         trial = study.ask()
-        assert optuna_bridge.fail_trial(worker.storage, trial._trial_id).state == TrialState.FAIL
+        assert (
+            optuna_bridge.fail_trial(worker.storage, optuna_bridge.trial_id(trial)).state
+            == TrialState.FAIL
+        )
 
         with pytest.raises(SlotTakenBack, match="failed by recovery"):
-            worker._tell(study, trial, TrialState.COMPLETE, 0.5)
+            worker._tell(optuna_bridge.trial_id(trial), TrialState.COMPLETE, 0.5)
         # A trial that failed on its own is read back as it is.
-        assert worker._tell(study, trial, TrialState.FAIL, None).state == TrialState.FAIL
+        assert (
+            worker._tell(optuna_bridge.trial_id(trial), TrialState.FAIL, None).state
+            == TrialState.FAIL
+        )
     finally:
         worker.db.dispose()
         worker.storage.engine.dispose()
