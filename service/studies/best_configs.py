@@ -98,12 +98,10 @@ def study_best(db: Database, name: str) -> BestOut:
         verdict = verdict_of(session, study)
         if verdict is None:
             ranked = rank(best_slots(session, list(study.optimizers)).values(), study.direction)
-            answer = search_answer(study, ranked)
-            winner = next((b for b in ranked if b.optimizer == answer.winner), None)
         else:
-            ranked, winner = _confirmed_best(session, study, verdict)
-            answer = Answer("verdict", verdict.verdict.winner, verdict.verdict.leaders,
-                            verdict.verdict.sentence)  # fmt: skip
+            ranked = _confirmed_best(session, study, verdict)
+        answer = answer_of(study, verdict, ranked)
+        winner = next((b for b in ranked if b.optimizer == answer.winner), None)
         return BestOut(
             task=study.task,
             model=study.model,
@@ -142,7 +140,13 @@ class Answer:
 def study_answer(session: Session, study: StudyRow, ranked: Sequence[BestTrialOut]) -> Answer:
     """The study's answer: the verdict's once the confirmation has seeds, else the search's
     (``ranked``: each optimizer's best search run, best first)."""
-    verdict = verdict_of(session, study)
+    return answer_of(study, verdict_of(session, study), ranked)
+
+
+def answer_of(
+    study: StudyRow, verdict: StudyVerdict | None, ranked: Sequence[BestTrialOut]
+) -> Answer:
+    """The verdict's answer when there is one, else the search's (:func:`search_answer`)."""
     if verdict is None:
         return search_answer(study, ranked)
     return Answer(
@@ -191,10 +195,9 @@ def _summary_out(summary: Summary) -> SeedSummaryOut:
 
 def _confirmed_best(
     session: Session, study: StudyRow, verdict: StudyVerdict
-) -> tuple[list[BestTrialOut], BestTrialOut | None]:
+) -> list[BestTrialOut]:
     """Each optimizer's representative confirmed config, in the verdict's order (every optimizer
-    of the study: one without a finished seed with its best search config and no seeds), and
-    the winner (only one beyond noise)."""
+    of the study: one without a finished seed with its best search config and no seeds)."""
     pairs = {pair.optimizer: pair for pair in study.optimizers}
     keys = [r.config.key for r in verdict.results if r.config is not None]
     # An optimizer none of whose seeds finished is shown with its best search config.
@@ -219,8 +222,7 @@ def _confirmed_best(
                 status=standing.status,
             ),
         )
-    winner_name = verdict.verdict.winner
-    return list(entries.values()), entries.get(winner_name) if winner_name else None
+    return list(entries.values())
 
 
 def best_for_task(

@@ -179,13 +179,3 @@ def finite(values: Sequence[float]) -> tuple[float, ...]:
     if bad:
         raise ValueError(f"values must be finite (count a diverged seed before), got {bad}")
     return data
-
-
-def _finite_json(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite_json(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite_json(item) for item in value]
-    return value
